@@ -1,1 +1,453 @@
+//! The build-time generator of Keyway: `.proto` files in, Rust bindings with protobuf-JSON
+//! codecs out. Pure Rust: `.proto` files are compiled with protox, no `protoc` is needed.
+//!
+//! # Walkthrough
+//!
+//! `Cargo.toml`:
+//!
+//! ```toml
+//! [dependencies]
+//! keyway-runtime = "0.1"
+//!
+//! [build-dependencies]
+//! keyway-codegen = "0.1"
+//! ```
+//!
+//! `build.rs`:
+//!
+//! ```no_run
+//! fn main() -> Result<(), keyway_codegen::Error> {
+//!     keyway_codegen::compile_protos(&["proto/orders/v1/orders.proto"], &["proto"])
+//! }
+//! ```
+//!
+//! `src/lib.rs`:
+//!
+//! ```ignore
+//! include!(concat!(env!("OUT_DIR"), "/_includes.rs"));
+//!
+//! let order: orders::v1::Order = keyway_runtime::json::from_str(r#"{"order_id":"42"}"#)?;
+//! let json = keyway_runtime::json::to_vec(&order)?;
+//! ```
+//!
+//! # What is generated
+//!
+//! Into `$OUT_DIR` (or [`Builder::out_dir`]), rewriting a file only when its contents change:
+//! - `<package>.rs`: prost-build's structs and enums, one file per package;
+//! - `<package>.json.rs`: the protobuf-JSON codec of each message and enum (see
+//!   `keyway_runtime::json` for the mapping), written by this crate;
+//! - `_includes.rs`: the module tree of all packages, and `FILE_DESCRIPTOR_SET`;
+//! - `file_descriptor_set.bin`: the encoded `FileDescriptorSet` with imports, source info and
+//!   custom options, for reflection and for clients in other languages.
+//!
+//! Generated code depends only on `keyway-runtime` (prost is reached through it), never on the
+//! crate that defines the contract.
 
+mod diagnostics;
+mod json;
+mod names;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use prost_reflect::{DescriptorPool, FileDescriptor};
+
+pub use diagnostics::{Diagnostic, Location};
+
+/// Name of the encoded descriptor set written next to the generated code.
+pub const DESCRIPTOR_SET_FILE: &str = "file_descriptor_set.bin";
+/// Name of the file that lays out the module tree.
+pub const INCLUDE_FILE: &str = "_includes.rs";
+
+/// Compile `protos` (found through `includes`) and write the bindings into `$OUT_DIR`, with the
+/// default options. Equivalent to `Builder::new().compile_protos(protos, includes)`.
+pub fn compile_protos(
+    protos: &[impl AsRef<Path>],
+    includes: &[impl AsRef<Path>],
+) -> Result<(), Error> {
+    Builder::new().compile_protos(protos, includes)
+}
+
+/// Compile `.proto` files into a descriptor pool, with imports, source info and custom options.
+/// Errors come back as `file:line:col` diagnostics.
+pub fn compile(
+    protos: &[impl AsRef<Path>],
+    includes: &[impl AsRef<Path>],
+) -> Result<Compiled, Error> {
+    let mut compiler = protox::Compiler::new(includes).map_err(Error::protox)?;
+    compiler.include_imports(true).include_source_info(true);
+    for proto in protos {
+        compiler.open_file(proto).map_err(Error::protox)?;
+    }
+    let sources = compiler
+        .files()
+        .filter_map(|f| f.path().map(Path::to_path_buf))
+        .collect();
+    Ok(Compiled {
+        pool: compiler.descriptor_pool(),
+        sources,
+    })
+}
+
+/// The result of [`compile`].
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// Every compiled file, imports included.
+    pub pool: DescriptorPool,
+    /// The files read from disk, for `cargo:rerun-if-changed`.
+    pub sources: Vec<PathBuf>,
+}
+
+/// One generated file: a name relative to the output directory, and its contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedFile {
+    /// File name, such as `keyway.base.change.json.rs`.
+    pub name: String,
+    /// The bytes to write.
+    pub contents: Vec<u8>,
+}
+
+/// The generator's options.
+#[derive(Debug)]
+pub struct Builder {
+    prost: prost_build::Config,
+    runtime_path: String,
+    out_dir: Option<PathBuf>,
+    format: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// The defaults: runtime at `::keyway_runtime`, output to `$OUT_DIR`, formatted output.
+    pub fn new() -> Self {
+        Builder {
+            prost: prost_build::Config::new(),
+            runtime_path: "::keyway_runtime".to_owned(),
+            out_dir: None,
+            format: true,
+        }
+    }
+
+    /// Start from your own prost-build configuration (attributes, boxing, bytes type...). The
+    /// generator then sets what its codecs rely on: prost and the well-known types reached
+    /// through the runtime, and type names (`prost::Name`, for `Any`). Maps may be `HashMap`
+    /// (the default) or `BTreeMap`; either way JSON output lists entries in key order. Default: `prost_build::Config::new()`.
+    pub fn prost_config(&mut self, config: prost_build::Config) -> &mut Self {
+        self.prost = config;
+        self
+    }
+
+    /// Path by which generated code reaches `keyway-runtime`, for a renamed or re-exported
+    /// dependency. Default: `::keyway_runtime`.
+    pub fn runtime_path(&mut self, path: impl Into<String>) -> &mut Self {
+        self.runtime_path = path.into();
+        self
+    }
+
+    /// Where [`Builder::compile_protos`] writes. Default: the `OUT_DIR` environment variable.
+    pub fn out_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.out_dir = Some(dir.into());
+        self
+    }
+
+    /// Whether Rust output is formatted with prettyplease. Default: `true`.
+    pub fn format(&mut self, enabled: bool) -> &mut Self {
+        self.format = enabled;
+        self
+    }
+
+    /// Compile `protos` and write the generated files, telling cargo to rerun when any proto
+    /// file read (imports included) changes.
+    pub fn compile_protos(
+        &mut self,
+        protos: &[impl AsRef<Path>],
+        includes: &[impl AsRef<Path>],
+    ) -> Result<(), Error> {
+        let compiled = compile(protos, includes)?;
+        for source in &compiled.sources {
+            println!("cargo:rerun-if-changed={}", source.display());
+        }
+        let (out_dir, from_env) = match &self.out_dir {
+            Some(dir) => (dir.clone(), false),
+            None => match std::env::var_os("OUT_DIR") {
+                Some(dir) => (PathBuf::from(dir), true),
+                None => {
+                    return Err(Error::new(ErrorKind::Config(
+                        "OUT_DIR is not set: run from a build script or set Builder::out_dir"
+                            .into(),
+                    )))
+                }
+            },
+        };
+        let files = self.generate_files(&compiled.pool, from_env)?;
+        std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+        for file in files {
+            write_if_changed(&out_dir.join(&file.name), &file.contents)?;
+        }
+        Ok(())
+    }
+
+    /// The pure core: every generated file for `pool`, nothing written. Files of package
+    /// `google.protobuf` are not generated (the runtime provides the well-known types).
+    pub fn generate(&mut self, pool: &DescriptorPool) -> Result<Vec<GeneratedFile>, Error> {
+        self.generate_files(pool, false)
+    }
+
+    fn generate_files(
+        &mut self,
+        pool: &DescriptorPool,
+        include_from_out_dir: bool,
+    ) -> Result<Vec<GeneratedFile>, Error> {
+        let packages = packages(pool);
+        let mut files = Vec::new();
+
+        let prost_out = self.generate_prost(pool)?;
+        for (package, package_files) in &packages {
+            let base = file_stem(package);
+            let prost_code = prost_out.get(package).cloned().unwrap_or_default();
+            files.push(GeneratedFile {
+                name: format!("{base}.rs"),
+                contents: prost_code.into_bytes(),
+            });
+            let json = json::generate(package_files, package, &self.runtime_path);
+            files.push(GeneratedFile {
+                name: format!("{base}.json.rs"),
+                contents: self.finish_rust(&format!("{base}.json.rs"), &json)?,
+            });
+        }
+
+        files.push(GeneratedFile {
+            name: INCLUDE_FILE.to_owned(),
+            contents: self.include_file(&packages, include_from_out_dir)?,
+        });
+        files.push(GeneratedFile {
+            name: DESCRIPTOR_SET_FILE.to_owned(),
+            contents: pool.encode_to_vec(),
+        });
+        Ok(files)
+    }
+
+    fn generate_prost(&mut self, pool: &DescriptorPool) -> Result<BTreeMap<String, String>, Error> {
+        let runtime = &self.runtime_path;
+        self.prost
+            .prost_path(format!("{runtime}::__private::prost"))
+            .prost_types_path(format!("{runtime}::wkt"))
+            .enable_type_names();
+        let requests = pool
+            .file_descriptor_protos()
+            .filter(|f| f.package() != "google.protobuf")
+            .map(|f| {
+                (
+                    prost_build::Module::from_protobuf_package_name(f.package()),
+                    f.clone(),
+                )
+            })
+            .collect();
+        let modules = self
+            .prost
+            .generate(requests)
+            .map_err(|e| Error::new(ErrorKind::Prost(e.to_string())))?;
+        let mut by_package = BTreeMap::new();
+        for file in pool.files() {
+            let module = prost_build::Module::from_protobuf_package_name(file.package_name());
+            if let Some(code) = modules.get(&module) {
+                by_package.insert(file.package_name().to_owned(), code.clone());
+            }
+        }
+        Ok(by_package)
+    }
+
+    fn finish_rust(&self, name: &str, code: &str) -> Result<Vec<u8>, Error> {
+        let body = if self.format {
+            let file = syn::parse_file(code).map_err(|e| {
+                Error::new(ErrorKind::Internal(format!(
+                    "generated {name} does not parse: {e}"
+                )))
+            })?;
+            prettyplease::unparse(&file)
+        } else {
+            code.to_owned()
+        };
+        Ok(format!("// @generated by keyway-codegen. Do not edit.\n{body}").into_bytes())
+    }
+
+    fn include_file(
+        &self,
+        packages: &BTreeMap<String, Vec<FileDescriptor>>,
+        from_out_dir: bool,
+    ) -> Result<Vec<u8>, Error> {
+        let include = |file: &str| {
+            if from_out_dir {
+                format!("include!(concat!(env!(\"OUT_DIR\"), \"/{file}\"));\n")
+            } else {
+                format!("include!(\"{file}\");\n")
+            }
+        };
+        // Build the module tree: package path → include lines.
+        let mut tree = ModuleTree::default();
+        for package in packages.keys() {
+            let base = file_stem(package);
+            let node = tree.node(&names::package_modules(package));
+            node.includes.push(include(&format!("{base}.rs")));
+            node.includes.push(include(&format!("{base}.json.rs")));
+        }
+        let mut code = String::new();
+        tree.render(&mut code, "");
+        let descriptor = if from_out_dir {
+            format!("include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{DESCRIPTOR_SET_FILE}\"))")
+        } else {
+            format!("include_bytes!(\"{DESCRIPTOR_SET_FILE}\")")
+        };
+        code.push_str(&format!(
+            "/// The encoded `google.protobuf.FileDescriptorSet` of every compiled file, imports, \
+             source info and custom options included.\n\
+             pub const FILE_DESCRIPTOR_SET: &[u8] = {descriptor};\n"
+        ));
+        // Module bodies are `include!`s, which prettyplease keeps as written.
+        self.finish_rust(INCLUDE_FILE, &code)
+    }
+}
+
+#[derive(Default)]
+struct ModuleTree {
+    includes: Vec<String>,
+    children: BTreeMap<String, ModuleTree>,
+}
+
+impl ModuleTree {
+    fn node(&mut self, path: &[String]) -> &mut ModuleTree {
+        path.iter().fold(self, |node, part| {
+            node.children.entry(part.clone()).or_default()
+        })
+    }
+
+    fn render(&self, out: &mut String, package: &str) {
+        for line in &self.includes {
+            out.push_str(line);
+        }
+        for (name, child) in &self.children {
+            let package = if package.is_empty() {
+                name.clone()
+            } else {
+                format!("{package}.{name}")
+            };
+            let doc = if child.includes.is_empty() {
+                format!("Packages under `{package}`.")
+            } else {
+                format!("Package `{package}`.")
+            };
+            out.push_str(&format!("#[doc = {doc:?}]\npub mod {name} {{\n"));
+            child.render(out, &package);
+            out.push_str("}\n");
+        }
+    }
+}
+
+/// Files grouped by package, excluding the well-known types.
+fn packages(pool: &DescriptorPool) -> BTreeMap<String, Vec<FileDescriptor>> {
+    let mut packages: BTreeMap<String, Vec<FileDescriptor>> = BTreeMap::new();
+    for file in pool.files() {
+        if file.package_name() == "google.protobuf" {
+            continue;
+        }
+        packages
+            .entry(file.package_name().to_owned())
+            .or_default()
+            .push(file);
+    }
+    packages
+}
+
+/// File stem of a package's generated files, as prost-build names them (`_` for no package).
+fn file_stem(package: &str) -> String {
+    if package.is_empty() {
+        "_".to_owned()
+    } else {
+        names::package_modules(package).join(".")
+    }
+}
+
+fn write_if_changed(path: &Path, contents: &[u8]) -> Result<(), Error> {
+    if std::fs::read(path).is_ok_and(|old| old == contents) {
+        return Ok(());
+    }
+    std::fs::write(path, contents).map_err(|e| Error::io(path, e))
+}
+
+/// Why generation failed. Its `Display` (and `Debug`, so a build script's `?` prints it well)
+/// is the rendered diagnostics.
+pub struct Error {
+    kind: Box<ErrorKind>,
+}
+
+#[derive(Debug)]
+enum ErrorKind {
+    Compile(Vec<Diagnostic>),
+    Io { path: PathBuf, error: std::io::Error },
+    Prost(String),
+    Config(String),
+    Internal(String),
+}
+
+impl Error {
+    fn new(kind: ErrorKind) -> Self {
+        Error {
+            kind: Box::new(kind),
+        }
+    }
+
+    fn protox(error: protox::Error) -> Self {
+        Error::new(ErrorKind::Compile(Diagnostic::from_protox(&error)))
+    }
+
+    fn io(path: &Path, error: std::io::Error) -> Self {
+        Error::new(ErrorKind::Io {
+            path: path.to_owned(),
+            error,
+        })
+    }
+
+    /// The problems in the `.proto` files, when that is what failed.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match &*self.kind {
+            ErrorKind::Compile(d) => d,
+            _ => &[],
+        }
+    }
+
+    /// Whether the `.proto` files failed to compile.
+    pub fn is_compile(&self) -> bool {
+        matches!(&*self.kind, ErrorKind::Compile(_))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.kind {
+            ErrorKind::Compile(diagnostics) => {
+                for d in diagnostics {
+                    f.write_str(&d.render())?;
+                }
+                Ok(())
+            }
+            ErrorKind::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            ErrorKind::Prost(e) => write!(f, "prost-build failed: {e}"),
+            ErrorKind::Config(e) => f.write_str(e),
+            ErrorKind::Internal(e) => write!(f, "internal error in keyway-codegen: {e}"),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\n{self}")
+    }
+}
+
+impl std::error::Error for Error {}

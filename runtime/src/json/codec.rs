@@ -14,7 +14,8 @@
 //! - an unknown enum name is ignored like an unknown field: the field keeps its default, the
 //!   list element or map entry is dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::marker::PhantomData;
 
 use super::error::{DecodeError, DecodeErrorKind, EncodeError, PathSegment};
@@ -40,6 +41,42 @@ pub trait KeyCodec<K> {
     fn write_key(&self, k: &K, w: &mut Writer);
     /// Parse a key from its string form.
     fn read_key(&self, s: &str) -> Result<K, String>;
+}
+
+/// The map types prost generates: `HashMap` (its default) and `BTreeMap`.
+pub trait ProtoMap<K, V> {
+    /// Entries in key order, so the same map always encodes to the same bytes.
+    fn sorted_entries(&self) -> Vec<(&K, &V)>;
+    /// Insert, returning the previous value of the key.
+    fn put(&mut self, key: K, value: V) -> Option<V>;
+    /// Remove every entry.
+    fn clear_all(&mut self);
+}
+
+impl<K: Ord, V> ProtoMap<K, V> for BTreeMap<K, V> {
+    fn sorted_entries(&self) -> Vec<(&K, &V)> {
+        self.iter().collect()
+    }
+    fn put(&mut self, key: K, value: V) -> Option<V> {
+        self.insert(key, value)
+    }
+    fn clear_all(&mut self) {
+        self.clear();
+    }
+}
+
+impl<K: Ord + Hash, V, S: std::hash::BuildHasher> ProtoMap<K, V> for HashMap<K, V, S> {
+    fn sorted_entries(&self) -> Vec<(&K, &V)> {
+        let mut entries: Vec<_> = self.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        entries
+    }
+    fn put(&mut self, key: K, value: V) -> Option<V> {
+        self.insert(key, value)
+    }
+    fn clear_all(&mut self) {
+        self.clear();
+    }
 }
 
 /// Cut `s` to a short, printable excerpt for an error message.
@@ -457,21 +494,22 @@ pub fn write_repeated<T, C: Codec<T>>(
 }
 
 /// Write a map field as an object, in key order: skipped when empty.
-pub fn write_map<K, V, KC: KeyCodec<K>, VC: Codec<V>>(
+pub fn write_map<K, V, M: ProtoMap<K, V>, KC: KeyCodec<K>, VC: Codec<V>>(
     w: &mut Writer,
     first: &mut bool,
     key: &[u8],
-    v: &BTreeMap<K, V>,
+    v: &M,
     key_codec: KC,
     value_codec: VC,
 ) -> Result<(), EncodeError> {
-    if v.is_empty() {
+    let entries = v.sorted_entries();
+    if entries.is_empty() {
         return Ok(());
     }
     w.key(first, key);
     w.byte(b'{');
     let mut inner_first = true;
-    for (k, v) in v {
+    for (k, v) in entries {
         if !inner_first {
             w.byte(b',');
         }
@@ -593,14 +631,14 @@ pub fn read_repeated<T, C: Codec<T>>(
 }
 
 /// Read a map field from an object; `null` reads as empty.
-pub fn read_map<K: Ord, V, KC: KeyCodec<K>, VC: Codec<V>>(
+pub fn read_map<K, V, M: ProtoMap<K, V>, KC: KeyCodec<K>, VC: Codec<V>>(
     p: &mut Parser<'_>,
     name: &'static str,
-    slot: &mut BTreeMap<K, V>,
+    slot: &mut M,
     key_codec: KC,
     value_codec: VC,
 ) -> Result<(), DecodeError> {
-    slot.clear();
+    slot.clear_all();
     if p.null() {
         return Ok(());
     }
@@ -627,7 +665,7 @@ pub fn read_map<K: Ord, V, KC: KeyCodec<K>, VC: Codec<V>>(
         }
         match value_codec.decode(p) {
             Ok(Some(v)) => {
-                if slot.insert(k, v).is_some() {
+                if slot.put(k, v).is_some() {
                     return Err(at(p.error(DecodeErrorKind::DuplicateKey)));
                 }
             }
