@@ -49,7 +49,9 @@ impl Location {
             file: file.to_owned(),
             line,
             column,
-            source_line: source[line_start..line_end].trim_end_matches('\r').to_owned(),
+            source_line: source[line_start..line_end]
+                .trim_end_matches('\r')
+                .to_owned(),
             width,
         }
     }

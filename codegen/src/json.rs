@@ -12,9 +12,7 @@
 
 use std::fmt::Write as _;
 
-use prost_reflect::{
-    EnumDescriptor, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor,
-};
+use prost_reflect::{EnumDescriptor, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor};
 
 use crate::names;
 
@@ -52,9 +50,16 @@ enum Shape {
     /// `Option<T>`: proto3 `optional`, messages, wrappers.
     Optional,
     Repeated,
-    Map { key: String },
+    Map {
+        key: String,
+    },
     /// A member of a real oneof: the oneof's field name, its enum's path, the variant.
-    Oneof { field: String, enum_path: String, variant: String, oneof: String },
+    Oneof {
+        field: String,
+        enum_path: String,
+        variant: String,
+        oneof: String,
+    },
 }
 
 struct FieldPlan {
@@ -150,7 +155,10 @@ fn plan(field: &FieldDescriptor, package: &str, runtime: &str) -> FieldPlan {
 fn emit_message(out: &mut String, message: &MessageDescriptor, package: &str, runtime: &str) {
     let rt = format!("{runtime}::__private");
     let path = names::message_path(message);
-    let fields: Vec<FieldPlan> = message.fields().map(|f| plan(&f, package, runtime)).collect();
+    let fields: Vec<FieldPlan> = message
+        .fields()
+        .map(|f| plan(&f, package, runtime))
+        .collect();
 
     writeln!(out, "impl {rt}::JsonMessage for {path} {{").unwrap();
 
@@ -239,7 +247,12 @@ fn emit_message(out: &mut String, message: &MessageDescriptor, package: &str, ru
         } else {
             writeln!(out, "{:?} | {:?} => {{", f.proto_name, f.json_name).unwrap();
         }
-        writeln!(out, "{rt}::mark_seen(p, &mut seen, {index}, {:?})?;", f.proto_name).unwrap();
+        writeln!(
+            out,
+            "{rt}::mark_seen(p, &mut seen, {index}, {:?})?;",
+            f.proto_name
+        )
+        .unwrap();
         let name = format!("{:?}", f.proto_name);
         match &f.shape {
             Shape::Singular => writeln!(

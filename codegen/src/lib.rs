@@ -389,7 +389,10 @@ pub struct Error {
 #[derive(Debug)]
 enum ErrorKind {
     Compile(Vec<Diagnostic>),
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     Prost(String),
     Config(String),
     Internal(String),

@@ -74,17 +74,16 @@ pub(crate) fn oneof_enum_path(oneof: &OneofDescriptor) -> String {
 /// runtime's `wkt` module.
 pub(crate) fn enum_path_from(target: &EnumDescriptor, from: &str, runtime: &str) -> String {
     if target.package_name() == "google.protobuf" {
-        return format!("{runtime}::wkt::{}", type_path(target.parent_message(), target.name()));
+        return format!(
+            "{runtime}::wkt::{}",
+            type_path(target.parent_message(), target.name())
+        );
     }
     let mut local: Vec<&str> = from.split('.').filter(|s| !s.is_empty()).collect();
     let full = target.full_name();
     let mut ident: Vec<&str> = full.split('.').collect();
     let last = ident.pop().expect("a full name has at least one part");
-    let common = local
-        .iter()
-        .zip(&ident)
-        .take_while(|(a, b)| a == b)
-        .count();
+    let common = local.iter().zip(&ident).take_while(|(a, b)| a == b).count();
     local.drain(..common);
     ident.drain(..common);
     local

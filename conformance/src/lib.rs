@@ -45,7 +45,11 @@ pub fn vectors() -> std::io::Result<Vec<Vector>> {
                 }
                 out.push(Vector {
                     message: message.clone(),
-                    case: path.file_stem().unwrap_or_default().to_string_lossy().into_owned(),
+                    case: path
+                        .file_stem()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
                     json,
                 });
             }

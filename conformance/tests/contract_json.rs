@@ -29,7 +29,10 @@ fn enums_read_by_name_or_number_and_write_by_name() {
     let by_number = request(r#"{"steps":[{"strategy":3}]}"#);
     assert_eq!(by_name, by_number);
     assert_eq!(by_name.steps[0].strategy(), Strategy::Merge);
-    assert_eq!(to_string(&by_number).unwrap(), r#"{"steps":[{"strategy":"MERGE"}]}"#);
+    assert_eq!(
+        to_string(&by_number).unwrap(),
+        r#"{"steps":[{"strategy":"MERGE"}]}"#
+    );
 }
 
 #[test]
@@ -49,7 +52,13 @@ fn unknown_enum_names_are_ignored_like_unknown_fields() {
 #[test]
 fn null_reads_as_default() {
     let r = request(r#"{"id":null,"queue_name":"q","steps":null}"#);
-    assert_eq!(r, MergeRequest { queue_name: "q".into(), ..Default::default() });
+    assert_eq!(
+        r,
+        MergeRequest {
+            queue_name: "q".into(),
+            ..Default::default()
+        }
+    );
     let s: MergeStep = from_str(r#"{"change":null,"strategy":null}"#).unwrap();
     assert_eq!(s, MergeStep::default());
 }
@@ -62,9 +71,15 @@ fn unknown_fields_are_ignored() {
 
 #[test]
 fn defaults_are_omitted_on_write() {
-    let result = MergeResult { outcome: Outcome::Unspecified as i32, ..Default::default() };
+    let result = MergeResult {
+        outcome: Outcome::Unspecified as i32,
+        ..Default::default()
+    };
     assert_eq!(to_string(&result).unwrap(), "{}");
-    let step = MergeStep { change: Some(Change::default()), ..Default::default() };
+    let step = MergeStep {
+        change: Some(Change::default()),
+        ..Default::default()
+    };
     assert_eq!(to_string(&step).unwrap(), r#"{"change":{}}"#);
 }
 
@@ -74,17 +89,33 @@ fn wrong_json_types_name_the_path() {
     assert_eq!(e.path_string(), "steps[2].change.uris[0]");
     assert_eq!(
         e.kind(),
-        &DecodeErrorKind::Type { expected: "a string", found: "a number" }
+        &DecodeErrorKind::Type {
+            expected: "a string",
+            found: "a number"
+        }
     );
-    assert!(e.to_string().starts_with("steps[2].change.uris[0]: expected a string, found a number"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("steps[2].change.uris[0]: expected a string, found a number"),
+        "{e}"
+    );
 
     let e = error(br#"{"id":12}"#);
-    assert_eq!(e.to_string(), "id: expected a string, found a number (at byte 6)");
+    assert_eq!(
+        e.to_string(),
+        "id: expected a string, found a number (at byte 6)"
+    );
     let e = error(br#"{"steps":{}}"#);
     assert_eq!(e.path_string(), "steps");
     let e = error(br#"[]"#);
     assert_eq!(e.path_string(), "");
-    assert_eq!(e.kind(), &DecodeErrorKind::Type { expected: "an object", found: "an array" });
+    assert_eq!(
+        e.kind(),
+        &DecodeErrorKind::Type {
+            expected: "an object",
+            found: "an array"
+        }
+    );
 }
 
 #[test]
@@ -117,7 +148,10 @@ fn truncated_and_malformed_json_is_rejected() {
     ] {
         let e = error(bad);
         assert!(
-            matches!(e.kind(), DecodeErrorKind::Syntax(_) | DecodeErrorKind::Type { .. }),
+            matches!(
+                e.kind(),
+                DecodeErrorKind::Syntax(_) | DecodeErrorKind::Type { .. }
+            ),
             "{}: {e}",
             String::from_utf8_lossy(bad)
         );
@@ -129,7 +163,10 @@ fn numbers_where_strings_belong_and_out_of_range_enums_are_rejected() {
     let e = error(br#"{"queue_name":1.5}"#);
     assert_eq!(e.path_string(), "queue_name");
     // A string in an enum field is a name; a name nobody knows is ignored, not parsed.
-    assert_eq!(request(r#"{"steps":[{"strategy":"3"}]}"#).steps[0].strategy, 0);
+    assert_eq!(
+        request(r#"{"steps":[{"strategy":"3"}]}"#).steps[0].strategy,
+        0
+    );
     let e = error(br#"{"steps":[{"strategy":2147483648}]}"#);
     assert!(e.to_string().contains("out of range"), "{e}");
     let e = error(br#"{"steps":[{"strategy":1.5}]}"#);

@@ -5,7 +5,11 @@ use keyway_conformance::{reencode_contract, vectors};
 #[test]
 fn every_vector_reencodes_byte_identically() {
     let vectors = vectors().expect("vectors directory is readable");
-    assert!(vectors.len() >= 25, "expected the full vector set, found {}", vectors.len());
+    assert!(
+        vectors.len() >= 25,
+        "expected the full vector set, found {}",
+        vectors.len()
+    );
     let mut failures = Vec::new();
     for v in &vectors {
         match reencode_contract(&v.message, &v.json) {
@@ -43,7 +47,14 @@ fn vectors_cover_every_message_and_enum_value() {
         .iter()
         .map(|v| String::from_utf8_lossy(&v.json).into_owned())
         .collect();
-    for name in ["REBASE", "\"SQUASH_REBASE\"", "\"MERGE\"", "PROMOTE", "SUCCEEDED", "FAILED"] {
+    for name in [
+        "REBASE",
+        "\"SQUASH_REBASE\"",
+        "\"MERGE\"",
+        "PROMOTE",
+        "SUCCEEDED",
+        "FAILED",
+    ] {
         assert!(all.contains(name), "no vector uses {name}");
     }
     // The zero values are written by omission: some step and some result leave them out.
@@ -52,9 +63,8 @@ fn vectors_cover_every_message_and_enum_value() {
         .find(|v| v.case == "every-strategy")
         .expect("every-strategy vector");
     assert!(String::from_utf8_lossy(&request.json).contains(r#"{"step_id":"payments/50","change""#));
-    assert!(vectors
-        .iter()
-        .any(|v| v.case == "outcome-unspecified" && !String::from_utf8_lossy(&v.json).contains("outcome")));
+    assert!(vectors.iter().any(|v| v.case == "outcome-unspecified"
+        && !String::from_utf8_lossy(&v.json).contains("outcome")));
     for needle in ["\u{2028}", "🚀", "\\u0001", "\\t", "\\\""] {
         assert!(all.contains(needle), "no vector has {needle:?}");
     }

@@ -27,6 +27,6 @@ pub mod __private {
     pub use crate::json::write::Writer;
     pub use crate::json::{DecodeError, EncodeError, JsonEnum, JsonMessage};
     pub use prost;
-    pub use std::result::Result;
     pub use std::option::Option;
+    pub use std::result::Result;
 }

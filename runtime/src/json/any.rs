@@ -36,24 +36,94 @@ fn registry() -> &'static RwLock<HashMap<String, Entry>> {
         let mut special = |name: String, encode: EncodeFn, decode: DecodeFn| {
             map.insert(name, Entry { encode, decode });
         };
-        special(Timestamp::full_name(), encode_special::<Timestamp, codec::Message>, decode_special::<Timestamp, codec::Message>);
-        special(Duration::full_name(), encode_special::<Duration, codec::Message>, decode_special::<Duration, codec::Message>);
-        special("google.protobuf.FieldMask".to_owned(), encode_special::<FieldMask, codec::Message>, decode_special::<FieldMask, codec::Message>);
-        special("google.protobuf.Struct".to_owned(), encode_special::<Struct, codec::Message>, decode_special::<Struct, codec::Message>);
-        special("google.protobuf.Value".to_owned(), encode_special::<Value, codec::Message>, decode_special::<Value, codec::Message>);
-        special("google.protobuf.ListValue".to_owned(), encode_special::<ListValue, codec::Message>, decode_special::<ListValue, codec::Message>);
-        special(Any::full_name(), encode_special::<Any, codec::Message>, decode_special::<Any, codec::Message>);
-        special(bool::full_name(), encode_special::<bool, codec::Bool>, decode_special::<bool, codec::Bool>);
-        special(i32::full_name(), encode_special::<i32, codec::Int32>, decode_special::<i32, codec::Int32>);
-        special(u32::full_name(), encode_special::<u32, codec::Uint32>, decode_special::<u32, codec::Uint32>);
-        special(i64::full_name(), encode_special::<i64, codec::Int64>, decode_special::<i64, codec::Int64>);
-        special(u64::full_name(), encode_special::<u64, codec::Uint64>, decode_special::<u64, codec::Uint64>);
-        special(f32::full_name(), encode_special::<f32, codec::Float>, decode_special::<f32, codec::Float>);
-        special(f64::full_name(), encode_special::<f64, codec::Double>, decode_special::<f64, codec::Double>);
-        special(String::full_name(), encode_special::<String, codec::Str>, decode_special::<String, codec::Str>);
-        special(Vec::<u8>::full_name(), encode_special::<Vec<u8>, codec::Bytes>, decode_special::<Vec<u8>, codec::Bytes>);
+        special(
+            Timestamp::full_name(),
+            encode_special::<Timestamp, codec::Message>,
+            decode_special::<Timestamp, codec::Message>,
+        );
+        special(
+            Duration::full_name(),
+            encode_special::<Duration, codec::Message>,
+            decode_special::<Duration, codec::Message>,
+        );
+        special(
+            "google.protobuf.FieldMask".to_owned(),
+            encode_special::<FieldMask, codec::Message>,
+            decode_special::<FieldMask, codec::Message>,
+        );
+        special(
+            "google.protobuf.Struct".to_owned(),
+            encode_special::<Struct, codec::Message>,
+            decode_special::<Struct, codec::Message>,
+        );
+        special(
+            "google.protobuf.Value".to_owned(),
+            encode_special::<Value, codec::Message>,
+            decode_special::<Value, codec::Message>,
+        );
+        special(
+            "google.protobuf.ListValue".to_owned(),
+            encode_special::<ListValue, codec::Message>,
+            decode_special::<ListValue, codec::Message>,
+        );
+        special(
+            Any::full_name(),
+            encode_special::<Any, codec::Message>,
+            decode_special::<Any, codec::Message>,
+        );
+        special(
+            bool::full_name(),
+            encode_special::<bool, codec::Bool>,
+            decode_special::<bool, codec::Bool>,
+        );
+        special(
+            i32::full_name(),
+            encode_special::<i32, codec::Int32>,
+            decode_special::<i32, codec::Int32>,
+        );
+        special(
+            u32::full_name(),
+            encode_special::<u32, codec::Uint32>,
+            decode_special::<u32, codec::Uint32>,
+        );
+        special(
+            i64::full_name(),
+            encode_special::<i64, codec::Int64>,
+            decode_special::<i64, codec::Int64>,
+        );
+        special(
+            u64::full_name(),
+            encode_special::<u64, codec::Uint64>,
+            decode_special::<u64, codec::Uint64>,
+        );
+        special(
+            f32::full_name(),
+            encode_special::<f32, codec::Float>,
+            decode_special::<f32, codec::Float>,
+        );
+        special(
+            f64::full_name(),
+            encode_special::<f64, codec::Double>,
+            decode_special::<f64, codec::Double>,
+        );
+        special(
+            String::full_name(),
+            encode_special::<String, codec::Str>,
+            decode_special::<String, codec::Str>,
+        );
+        special(
+            Vec::<u8>::full_name(),
+            encode_special::<Vec<u8>, codec::Bytes>,
+            decode_special::<Vec<u8>, codec::Bytes>,
+        );
         // Empty has no special form: `{"@type": "…Empty"}`.
-        map.insert(<()>::full_name(), Entry { encode: encode_fields::<EmptyMessage>, decode: decode_fields::<EmptyMessage> });
+        map.insert(
+            <()>::full_name(),
+            Entry {
+                encode: encode_fields::<EmptyMessage>,
+                decode: decode_fields::<EmptyMessage>,
+            },
+        );
         RwLock::new(map)
     })
 }
@@ -126,7 +196,10 @@ impl JsonMessage for EmptyMessage {
     }
 }
 
-fn encode_fields<M: JsonMessage + ProstMessage + Default>(bytes: &[u8], w: &mut Writer) -> Result<(), EncodeError> {
+fn encode_fields<M: JsonMessage + ProstMessage + Default>(
+    bytes: &[u8],
+    w: &mut Writer,
+) -> Result<(), EncodeError> {
     let message: M = unpack(bytes)?;
     let mut inner = Writer::default();
     message.encode_json(&mut inner)?;
@@ -139,7 +212,9 @@ fn encode_fields<M: JsonMessage + ProstMessage + Default>(bytes: &[u8], w: &mut 
     Ok(())
 }
 
-fn decode_fields<M: JsonMessage + ProstMessage>(p: &mut Parser<'_>) -> Result<Vec<u8>, DecodeError> {
+fn decode_fields<M: JsonMessage + ProstMessage>(
+    p: &mut Parser<'_>,
+) -> Result<Vec<u8>, DecodeError> {
     // `@type` is not a field name, so the message's own decoder skips it as unknown.
     M::decode_json(p).map(|m| m.encode_to_vec())
 }
@@ -210,7 +285,12 @@ impl JsonMessage for Any {
                     return Err(p.error(DecodeErrorKind::DuplicateField("@type")));
                 }
                 let at = p.offset();
-                type_url = Some((p.string().map_err(|e| e.push(PathSegment::Field("@type")))?.into_owned(), at));
+                type_url = Some((
+                    p.string()
+                        .map_err(|e| e.push(PathSegment::Field("@type")))?
+                        .into_owned(),
+                    at,
+                ));
             } else {
                 p.skip_value()?;
             }

@@ -97,7 +97,10 @@ fn integer<T: TryFrom<i128>>(
     let start = p.offset();
     let n = p.number_or_string(expected)?;
     let (negative, magnitude) = integer_value(n.text.as_bytes()).map_err(|why| {
-        p.invalid(start, format!("invalid {what} \"{}\": {why}", excerpt(&n.text)))
+        p.invalid(
+            start,
+            format!("invalid {what} \"{}\": {why}", excerpt(&n.text)),
+        )
     })?;
     let value = if negative {
         -i128::from(magnitude)
@@ -113,18 +116,26 @@ fn integer<T: TryFrom<i128>>(
 }
 
 fn integer_key<T: TryFrom<i128>>(s: &str, what: &str) -> Result<T, String> {
-    let plain = s.bytes().enumerate().all(|(i, b)| b.is_ascii_digit() || (i == 0 && b == b'-'));
+    let plain = s
+        .bytes()
+        .enumerate()
+        .all(|(i, b)| b.is_ascii_digit() || (i == 0 && b == b'-'));
     let (negative, magnitude) = if plain {
-        integer_value(s.as_bytes()).map_err(|why| format!("invalid {what} map key \"{}\": {why}", excerpt(s)))?
+        integer_value(s.as_bytes())
+            .map_err(|why| format!("invalid {what} map key \"{}\": {why}", excerpt(s)))?
     } else {
-        return Err(format!("invalid {what} map key \"{}\": not an integer", excerpt(s)));
+        return Err(format!(
+            "invalid {what} map key \"{}\": not an integer",
+            excerpt(s)
+        ));
     };
     let value = if negative {
         -i128::from(magnitude)
     } else {
         i128::from(magnitude)
     };
-    T::try_from(value).map_err(|_| format!("invalid {what} map key \"{}\": out of range", excerpt(s)))
+    T::try_from(value)
+        .map_err(|_| format!("invalid {what} map key \"{}\": out of range", excerpt(s)))
 }
 
 macro_rules! int_codec {
@@ -268,7 +279,10 @@ impl KeyCodec<bool> for Bool {
         match s {
             "true" => Ok(true),
             "false" => Ok(false),
-            _ => Err(format!("invalid bool map key \"{}\": expected \"true\" or \"false\"", excerpt(s))),
+            _ => Err(format!(
+                "invalid bool map key \"{}\": expected \"true\" or \"false\"",
+                excerpt(s)
+            )),
         }
     }
 }

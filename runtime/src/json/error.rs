@@ -163,7 +163,11 @@ impl fmt::Display for DecodeError {
         if path.is_empty() {
             write!(f, "{} (at byte {})", self.inner.kind, self.inner.offset)
         } else {
-            write!(f, "{path}: {} (at byte {})", self.inner.kind, self.inner.offset)
+            write!(
+                f,
+                "{path}: {} (at byte {})",
+                self.inner.kind, self.inner.offset
+            )
         }
     }
 }

@@ -325,7 +325,10 @@ impl<'a> Parser<'a> {
         }
         self.pos = i + 1;
         String::from_utf8(out).map_err(|e| {
-            DecodeError::new(DecodeErrorKind::InvalidUtf8, start + e.utf8_error().valid_up_to())
+            DecodeError::new(
+                DecodeErrorKind::InvalidUtf8,
+                start + e.utf8_error().valid_up_to(),
+            )
         })
     }
 
@@ -372,7 +375,10 @@ impl<'a> Parser<'a> {
     /// Read a number, or a string (which may hold a number or a special name such as `NaN`).
     /// A bare number is checked against the JSON grammar here; a string's text is returned as
     /// is, for the caller to check.
-    pub fn number_or_string(&mut self, expected: &'static str) -> Result<NumberText<'a>, DecodeError> {
+    pub fn number_or_string(
+        &mut self,
+        expected: &'static str,
+    ) -> Result<NumberText<'a>, DecodeError> {
         match self.peek() {
             Some(b'"') => Ok(NumberText {
                 text: self.string()?,
@@ -534,7 +540,10 @@ mod tests {
         assert_eq!(integer_value(b"2.147483647e9"), Ok((false, 2147483647)));
         assert_eq!(integer_value(b"-0"), Ok((true, 0)));
         assert_eq!(integer_value(b"0.0e9999999999"), Ok((false, 0)));
-        assert_eq!(integer_value(b"18446744073709551615"), Ok((false, u64::MAX)));
+        assert_eq!(
+            integer_value(b"18446744073709551615"),
+            Ok((false, u64::MAX))
+        );
         assert_eq!(integer_value(b"18446744073709551616"), Err("out of range"));
         assert_eq!(integer_value(b"1e20"), Err("out of range"));
         assert_eq!(integer_value(b"0.5"), Err("not an integer"));
@@ -565,7 +574,14 @@ mod tests {
         assert!(Parser::new(br#"{"a":[1,2,{"b":null}],"c":"d"}"#)
             .skip_value()
             .is_ok());
-        for bad in [&b"[1,]"[..], b"{\"a\":1,}", b"{\"a\" 1}", b"[01]", b"tru", b"{"] {
+        for bad in [
+            &b"[1,]"[..],
+            b"{\"a\":1,}",
+            b"{\"a\" 1}",
+            b"[01]",
+            b"tru",
+            b"{",
+        ] {
             assert!(Parser::new(bad).skip_value().is_err(), "{:?}", bad);
         }
     }
@@ -574,7 +590,10 @@ mod tests {
     fn nesting_is_bounded() {
         let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
         assert_eq!(
-            Parser::new(deep.as_bytes()).skip_value().unwrap_err().kind(),
+            Parser::new(deep.as_bytes())
+                .skip_value()
+                .unwrap_err()
+                .kind(),
             &DecodeErrorKind::TooDeep
         );
         let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use prost_types::{value::Kind, Duration, FieldMask, ListValue, NullValue, Struct, Timestamp, Value};
+use prost_types::{
+    value::Kind, Duration, FieldMask, ListValue, NullValue, Struct, Timestamp, Value,
+};
 
 use super::codec::{Codec, Double};
 use super::error::{DecodeError, DecodeErrorKind, EncodeError, PathSegment};
@@ -96,13 +98,16 @@ fn digits_value(text: &[u8]) -> Option<u32> {
     if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    text.iter()
-        .try_fold(0u32, |acc, d| acc.checked_mul(10)?.checked_add(u32::from(d - b'0')))
+    text.iter().try_fold(0u32, |acc, d| {
+        acc.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+    })
 }
 
 impl JsonMessage for Timestamp {
     fn encode_json(&self, w: &mut Writer) -> Result<(), EncodeError> {
-        if !(MIN_TIMESTAMP..=MAX_TIMESTAMP).contains(&self.seconds) || !(0..NANOS).contains(&self.nanos) {
+        if !(MIN_TIMESTAMP..=MAX_TIMESTAMP).contains(&self.seconds)
+            || !(0..NANOS).contains(&self.nanos)
+        {
             return Err(EncodeError::new(format!(
                 "Timestamp {{ seconds: {}, nanos: {} }} is outside 0001-01-01T00:00:00Z..=9999-12-31T23:59:59.999999999Z",
                 self.seconds, self.nanos
@@ -142,7 +147,13 @@ impl JsonMessage for Timestamp {
 
 fn parse_timestamp(t: &[u8]) -> Option<Timestamp> {
     // YYYY-MM-DDTHH:MM:SS
-    if t.len() < 20 || t[4] != b'-' || t[7] != b'-' || t[10] != b'T' || t[13] != b':' || t[16] != b':' {
+    if t.len() < 20
+        || t[4] != b'-'
+        || t[7] != b'-'
+        || t[10] != b'T'
+        || t[13] != b':'
+        || t[16] != b':'
+    {
         return None;
     }
     let year = i64::from(digits_value(&t[0..4])?);
@@ -151,13 +162,22 @@ fn parse_timestamp(t: &[u8]) -> Option<Timestamp> {
     let hour = i64::from(digits_value(&t[11..13])?);
     let minute = i64::from(digits_value(&t[14..16])?);
     let second = i64::from(digits_value(&t[17..19])?);
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
         return None;
     }
     let mut rest = &t[19..];
     let mut nanos = 0;
     if let Some(after_dot) = rest.strip_prefix(b".") {
-        let end = after_dot.iter().position(|b| !b.is_ascii_digit()).unwrap_or(after_dot.len());
+        let end = after_dot
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(after_dot.len());
         nanos = parse_fraction(&after_dot[..end])?;
         rest = &after_dot[end..];
     }
@@ -178,7 +198,8 @@ fn parse_timestamp(t: &[u8]) -> Option<Timestamp> {
         }
         _ => return None,
     };
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    let seconds =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
     (MIN_TIMESTAMP..=MAX_TIMESTAMP)
         .contains(&seconds)
         .then_some(Timestamp { seconds, nanos })
@@ -227,7 +248,9 @@ fn parse_duration(t: &[u8]) -> Option<Duration> {
     if whole.is_empty() || whole.len() > 12 || !whole.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let seconds = whole.iter().fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
+    let seconds = whole
+        .iter()
+        .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
     let nanos = match frac {
         Some(f) => parse_fraction(f)?,
         None => 0,
@@ -236,7 +259,10 @@ fn parse_duration(t: &[u8]) -> Option<Duration> {
         return None;
     }
     Some(if negative {
-        Duration { seconds: -seconds, nanos: -nanos }
+        Duration {
+            seconds: -seconds,
+            nanos: -nanos,
+        }
     } else {
         Duration { seconds, nanos }
     })
@@ -284,12 +310,10 @@ impl JsonMessage for FieldMask {
                 let mut path = String::with_capacity(camel.len() + 4);
                 for c in camel.chars() {
                     match c {
-                        '_' => {
-                            return Err(p.invalid(
-                                start,
-                                "invalid FieldMask: paths are written in lowerCamelCase, without `_`",
-                            ))
-                        }
+                        '_' => return Err(p.invalid(
+                            start,
+                            "invalid FieldMask: paths are written in lowerCamelCase, without `_`",
+                        )),
                         c if c.is_ascii_uppercase() => {
                             path.push('_');
                             path.push(c.to_ascii_lowercase());
@@ -412,7 +436,8 @@ impl JsonMessage for Struct {
         let mut fields = BTreeMap::new();
         let mut first = true;
         while let Some(key) = p.next_key(&mut first)? {
-            let value = Value::decode_json(p).map_err(|e| e.push(PathSegment::Key(key.to_string())))?;
+            let value =
+                Value::decode_json(p).map_err(|e| e.push(PathSegment::Key(key.to_string())))?;
             if fields.insert(key.into_owned(), value).is_some() {
                 return Err(p.error(DecodeErrorKind::DuplicateKey));
             }
@@ -439,18 +464,48 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        let t = Timestamp { seconds: 63_108_020, nanos: 21_000_000 };
+        let t = Timestamp {
+            seconds: 63_108_020,
+            nanos: 21_000_000,
+        };
         assert_eq!(to_string(&t).unwrap(), "\"1972-01-01T10:00:20.021Z\"");
-        assert_eq!(from_str::<Timestamp>("\"1972-01-01T10:00:20.021Z\"").unwrap(), t);
+        assert_eq!(
+            from_str::<Timestamp>("\"1972-01-01T10:00:20.021Z\"").unwrap(),
+            t
+        );
         assert_eq!(
             from_str::<Timestamp>("\"1970-01-01T08:00:01+08:00\"").unwrap(),
-            Timestamp { seconds: 1, nanos: 0 }
+            Timestamp {
+                seconds: 1,
+                nanos: 0
+            }
         );
-        let max = Timestamp { seconds: MAX_TIMESTAMP, nanos: 999_999_999 };
-        assert_eq!(to_string(&max).unwrap(), "\"9999-12-31T23:59:59.999999999Z\"");
-        assert_eq!(to_string(&Timestamp { seconds: MIN_TIMESTAMP, nanos: 0 }).unwrap(), "\"0001-01-01T00:00:00Z\"");
-        assert!(to_string(&Timestamp { seconds: MAX_TIMESTAMP + 1, nanos: 0 }).is_err());
-        assert!(to_string(&Timestamp { seconds: 0, nanos: -1 }).is_err());
+        let max = Timestamp {
+            seconds: MAX_TIMESTAMP,
+            nanos: 999_999_999,
+        };
+        assert_eq!(
+            to_string(&max).unwrap(),
+            "\"9999-12-31T23:59:59.999999999Z\""
+        );
+        assert_eq!(
+            to_string(&Timestamp {
+                seconds: MIN_TIMESTAMP,
+                nanos: 0
+            })
+            .unwrap(),
+            "\"0001-01-01T00:00:00Z\""
+        );
+        assert!(to_string(&Timestamp {
+            seconds: MAX_TIMESTAMP + 1,
+            nanos: 0
+        })
+        .is_err());
+        assert!(to_string(&Timestamp {
+            seconds: 0,
+            nanos: -1
+        })
+        .is_err());
         for bad in [
             "\"0000-01-01T00:00:00Z\"",
             "\"10000-01-01T00:00:00Z\"",
@@ -475,26 +530,55 @@ mod tests {
             (0, 0, "\"0s\""),
             (MAX_DURATION, 999_999_999, "\"315576000000.999999999s\""),
         ] {
-            let d = Duration { seconds: s, nanos: n };
+            let d = Duration {
+                seconds: s,
+                nanos: n,
+            };
             assert_eq!(to_string(&d).unwrap(), text);
             assert_eq!(from_str::<Duration>(text).unwrap(), d);
         }
-        assert!(to_string(&Duration { seconds: 1, nanos: -1 }).is_err());
-        assert!(to_string(&Duration { seconds: MAX_DURATION + 1, nanos: 0 }).is_err());
-        for bad in ["\"1\"", "\"1.s\"", "\"315576000001s\"", "\"+1s\"", "\"1.0000000001s\"", "\"s\""] {
+        assert!(to_string(&Duration {
+            seconds: 1,
+            nanos: -1
+        })
+        .is_err());
+        assert!(to_string(&Duration {
+            seconds: MAX_DURATION + 1,
+            nanos: 0
+        })
+        .is_err());
+        for bad in [
+            "\"1\"",
+            "\"1.s\"",
+            "\"315576000001s\"",
+            "\"+1s\"",
+            "\"1.0000000001s\"",
+            "\"s\"",
+        ] {
             assert!(from_str::<Duration>(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn field_masks() {
-        let m = FieldMask { paths: vec!["foo_bar".into(), "baz.qux_quux".into()] };
+        let m = FieldMask {
+            paths: vec!["foo_bar".into(), "baz.qux_quux".into()],
+        };
         assert_eq!(to_string(&m).unwrap(), "\"fooBar,baz.quxQuux\"");
         assert_eq!(from_str::<FieldMask>("\"fooBar,baz.quxQuux\"").unwrap(), m);
-        assert!(to_string(&FieldMask { paths: vec!["fooBar".into()] }).is_err());
-        assert!(to_string(&FieldMask { paths: vec!["foo__bar".into()] }).is_err());
+        assert!(to_string(&FieldMask {
+            paths: vec!["fooBar".into()]
+        })
+        .is_err());
+        assert!(to_string(&FieldMask {
+            paths: vec!["foo__bar".into()]
+        })
+        .is_err());
         assert!(from_str::<FieldMask>("\"foo,bar_bar\"").is_err());
-        assert_eq!(from_str::<FieldMask>("\"\"").unwrap(), FieldMask { paths: vec![] });
+        assert_eq!(
+            from_str::<FieldMask>("\"\"").unwrap(),
+            FieldMask { paths: vec![] }
+        );
     }
 
     #[test]
@@ -502,8 +586,14 @@ mod tests {
         let text = r#"{"a":[1,"x",true,null,{"b":-2.5}],"c":{}}"#;
         let v: Value = from_str(text).unwrap();
         assert_eq!(to_string(&v).unwrap(), text);
-        assert_eq!(to_string(&from_str::<Value>("null").unwrap()).unwrap(), "null");
-        assert!(to_string(&Value { kind: Some(Kind::NumberValue(f64::NAN)) }).is_err());
+        assert_eq!(
+            to_string(&from_str::<Value>("null").unwrap()).unwrap(),
+            "null"
+        );
+        assert!(to_string(&Value {
+            kind: Some(Kind::NumberValue(f64::NAN))
+        })
+        .is_err());
         assert!(from_str::<Struct>(r#"{"a":1,"a":2}"#).is_err());
         assert!(from_str::<Value>("1e400").is_err());
     }
