@@ -297,9 +297,10 @@ fn emit_enum(out: &mut String, enumeration: &EnumDescriptor, runtime: &str) {
     let path = names::type_path(enumeration.parent_message(), enumeration.name());
     writeln!(out, "impl {rt}::JsonEnum for {path} {{").unwrap();
     out.push_str("fn json_name(value: i32) -> Option<&'static str> {\nmatch value {\n");
+    // Declaration order: with `allow_alias`, the first name declared for a number is written.
+    let declared = &enumeration.enum_descriptor_proto().value;
     let mut numbers_done = Vec::new();
-    for value in enumeration.values() {
-        // With `allow_alias`, the first name of a number is the one written.
+    for value in declared {
         if numbers_done.contains(&value.number()) {
             continue;
         }
@@ -308,7 +309,7 @@ fn emit_enum(out: &mut String, enumeration: &EnumDescriptor, runtime: &str) {
     }
     out.push_str("_ => None,\n}\n}\n");
     out.push_str("fn from_json_name(name: &str) -> Option<i32> {\nmatch name {\n");
-    for value in enumeration.values() {
+    for value in declared {
         writeln!(out, "{:?} => Some({}),", value.name(), value.number()).unwrap();
     }
     out.push_str("_ => None,\n}\n}\n}\n\n");

@@ -23,7 +23,7 @@
 //!
 //! `src/lib.rs`:
 //!
-//! ```ignore
+//! ```text
 //! include!(concat!(env!("OUT_DIR"), "/_includes.rs"));
 //!
 //! let order: orders::v1::Order = keyway_runtime::json::from_str(r#"{"order_id":"42"}"#)?;

@@ -180,19 +180,19 @@ macro_rules! int_codec {
 
 int_codec!(
     /// `int32`, `sint32`, `sfixed32`: a JSON number.
-    Int32, i32, "an int32", i64, quoted = false
+    Int32, i32, "int32", i64, quoted = false
 );
 int_codec!(
     /// `uint32`, `fixed32`: a JSON number.
-    Uint32, u32, "a uint32", u64, quoted = false
+    Uint32, u32, "uint32", u64, quoted = false
 );
 int_codec!(
     /// `int64`, `sint64`, `sfixed64`: a decimal string (a number is accepted on read).
-    Int64, i64, "an int64", i64, quoted = true
+    Int64, i64, "int64", i64, quoted = true
 );
 int_codec!(
     /// `uint64`, `fixed64`: a decimal string (a number is accepted on read).
-    Uint64, u64, "a uint64", u64, quoted = true
+    Uint64, u64, "uint64", u64, quoted = true
 );
 
 fn float_text<'a>(p: &mut Parser<'a>) -> Result<(usize, super::read::NumberText<'a>), DecodeError> {
@@ -420,7 +420,7 @@ impl<E: JsonEnum> Codec<i32> for Enum<E> {
             let name = p.string()?;
             return Ok(E::from_json_name(&name));
         }
-        integer(p, "an enum number", "an enum name or number").map(Some)
+        integer(p, "enum number", "an enum name or number").map(Some)
     }
 }
 
