@@ -101,29 +101,25 @@ impl Diagnostic {
         if let (Some(source), Some(labels)) = (error.source_code(), error.labels()) {
             for label in labels {
                 let span: SourceSpan = *label.inner();
-                let Ok(contents) = source.read_span(&span, 0, 0) else {
+                // Ask for every line around the span, so the data is the whole file (or as
+                // much as the source holds) and the line can be shown in full.
+                let Ok(contents) = source.read_span(&span, usize::MAX / 4, usize::MAX / 4) else {
                     continue;
                 };
-                // Read the whole file through the source to find line and column.
-                let whole = SourceSpan::new(0.into(), usize::MAX / 2);
                 let file_name = contents
                     .name()
                     .map(str::to_owned)
                     .or_else(|| error.file().map(str::to_owned))
                     .unwrap_or_default();
-                let location = match source.read_span(&whole, 0, 0) {
-                    Ok(all) => std::str::from_utf8(all.data()).ok().map(|text| {
-                        Location::in_source(&file_name, text, span.offset(), span.len())
-                    }),
-                    Err(_) => None,
-                }
-                .unwrap_or_else(|| Location {
-                    file: file_name.clone(),
-                    line: contents.line() + 1,
-                    column: contents.column() + 1,
-                    source_line: String::from_utf8_lossy(contents.data()).into_owned(),
-                    width: span.len().max(1),
-                });
+                let text = String::from_utf8_lossy(contents.data());
+                let start = contents.span().offset();
+                let mut location = Location::in_source(
+                    &file_name,
+                    &text,
+                    span.offset().saturating_sub(start),
+                    span.len(),
+                );
+                location.line += contents.line();
                 found.push(Diagnostic {
                     message: message.clone(),
                     location: Some(location),

@@ -338,9 +338,9 @@ impl ModuleTree {
                 format!("{package}.{name}")
             };
             let doc = if child.includes.is_empty() {
-                format!("Packages under `{package}`.")
+                format!(" Packages under `{package}`.")
             } else {
-                format!("Package `{package}`.")
+                format!(" Package `{package}`.")
             };
             out.push_str(&format!("#[doc = {doc:?}]\npub mod {name} {{\n"));
             child.render(out, &package);

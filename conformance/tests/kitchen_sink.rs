@@ -36,8 +36,14 @@ fn proto_names_are_written_and_both_names_read() {
         enc(&m),
         r#"{"f_int32":1,"type":"t","camelCaseName":2,"with_json_name":"x"}"#
     );
-    assert_eq!(ks(r#"{"fInt32":1,"type":"t","camelCaseName":2,"renamed":"x"}"#), m);
-    assert_eq!(ks(r#"{"f_int32":1,"type":"t","camelCaseName":2,"with_json_name":"x"}"#), m);
+    assert_eq!(
+        ks(r#"{"fInt32":1,"type":"t","camelCaseName":2,"renamed":"x"}"#),
+        m
+    );
+    assert_eq!(
+        ks(r#"{"f_int32":1,"type":"t","camelCaseName":2,"with_json_name":"x"}"#),
+        m
+    );
     assert!(rejects(r#"{"with_json_name":"x","renamed":"y"}"#).contains("more than once"));
 }
 
@@ -90,8 +96,10 @@ fn null_is_a_value_for_value_and_null_value() {
 
 #[test]
 fn null_elements_and_map_values_are_rejected() {
-    assert!(rejects(r#"{"r_int32":[1,null]}"#).starts_with("r_int32[1]: expected a list element, found null"));
-    assert!(rejects(r#"{"m_string":{"a":null}}"#).starts_with(r#"m_string["a"]: expected a map value, found null"#));
+    assert!(rejects(r#"{"r_int32":[1,null]}"#)
+        .starts_with("r_int32[1]: expected a list element, found null"));
+    assert!(rejects(r#"{"m_string":{"a":null}}"#)
+        .starts_with(r#"m_string["a"]: expected a map value, found null"#));
     assert!(rejects(r#"{"r_wrapped_int32":[null]}"#).starts_with("r_wrapped_int32[0]"));
 }
 
@@ -99,7 +107,11 @@ fn null_elements_and_map_values_are_rejected() {
 fn enums_by_name_or_number_aliases_and_unknowns() {
     assert_eq!(ks(r#"{"f_mood":"GRUMPY"}"#).f_mood, Mood::Grumpy as i32);
     assert_eq!(ks(r#"{"f_mood":2}"#).f_mood, Mood::Grumpy as i32);
-    assert_eq!(ks(r#"{"f_mood":"2"}"#).f_mood, 0, "a string is a name, and \"2\" is no name");
+    assert_eq!(
+        ks(r#"{"f_mood":"2"}"#).f_mood,
+        0,
+        "a string is a name, and \"2\" is no name"
+    );
     // Aliases read; the first name of the number is written.
     let loud = ks(r#"{"f_level":"LOUD"}"#);
     assert_eq!(loud.f_level, Level::High as i32);
@@ -107,7 +119,9 @@ fn enums_by_name_or_number_aliases_and_unknowns() {
     // Cross-package enum.
     assert_eq!(enc(&ks(r#"{"f_color":"GREEN"}"#)), r#"{"f_color":"GREEN"}"#);
     // Unknown names are ignored: the field keeps its default, elements and entries are dropped.
-    let m = ks(r#"{"f_mood":"SLEEPY","o_mood":"SLEEPY","r_mood":["HAPPY","SLEEPY","GRUMPY"],"m_mood":{"a":"SLEEPY","b":"HAPPY"},"c_mood":"SLEEPY"}"#);
+    let m = ks(
+        r#"{"f_mood":"SLEEPY","o_mood":"SLEEPY","r_mood":["HAPPY","SLEEPY","GRUMPY"],"m_mood":{"a":"SLEEPY","b":"HAPPY"},"c_mood":"SLEEPY"}"#,
+    );
     assert_eq!(m.f_mood, 0);
     assert_eq!(m.o_mood, None);
     assert_eq!(m.r_mood, vec![Mood::Happy as i32, Mood::Grumpy as i32]);
@@ -117,12 +131,17 @@ fn enums_by_name_or_number_aliases_and_unknowns() {
     let m = ks(r#"{"f_mood":7,"r_mood":[1,-3]}"#);
     assert_eq!(enc(&m), r#"{"f_mood":7,"r_mood":["HAPPY",-3]}"#);
     assert!(rejects(r#"{"f_mood":2147483648}"#).contains("out of range"));
-    assert!(rejects(r#"{"f_mood":true}"#).contains("expected an enum name or number, found a boolean"));
+    assert!(
+        rejects(r#"{"f_mood":true}"#).contains("expected an enum name or number, found a boolean")
+    );
 }
 
 #[test]
 fn unknown_fields_are_ignored_but_must_be_valid_json() {
-    assert_eq!(ks(r#"{"nope":[1,{"a":"b"}],"f_int32":3,"@type":"x"}"#).f_int32, 3);
+    assert_eq!(
+        ks(r#"{"nope":[1,{"a":"b"}],"f_int32":3,"@type":"x"}"#).f_int32,
+        3
+    );
     assert!(rejects(r#"{"nope":[1,}"#).contains("invalid JSON"));
     assert!(rejects("{\"nope\":\"\u{1}\"}").contains("control character"));
 }
@@ -157,7 +176,9 @@ fn sixty_four_bit_integers_are_strings_on_write() {
 
 #[test]
 fn integers_read_from_numbers_and_strings_exactly() {
-    let m = ks(r#"{"f_int64":9223372036854775807,"f_uint64":"18446744073709551615","f_int32":"-2147483648","f_uint32":1e5,"f_sint32":100000.000,"f_fixed32":"4294967295","f_sfixed32":2.147483647e9}"#);
+    let m = ks(
+        r#"{"f_int64":9223372036854775807,"f_uint64":"18446744073709551615","f_int32":"-2147483648","f_uint32":1e5,"f_sint32":100000.000,"f_fixed32":"4294967295","f_sfixed32":2.147483647e9}"#,
+    );
     assert_eq!(m.f_int64, i64::MAX);
     assert_eq!(m.f_uint64, u64::MAX);
     assert_eq!(m.f_int32, i32::MIN);
@@ -189,7 +210,9 @@ fn integers_read_from_numbers_and_strings_exactly() {
 
 #[test]
 fn map_keys_of_every_type() {
-    let m = ks(r#"{"m_int32":{"-1":1,"2":2},"m_int64":{"-9223372036854775808":"1"},"m_uint32":{"4294967295":1},"m_uint64":{"18446744073709551615":"1"},"m_sint32":{"-5":-5},"m_sint64":{"-5":"-5"},"m_fixed32":{"7":7},"m_fixed64":{"7":"7"},"m_sfixed32":{"-7":-7},"m_sfixed64":{"-7":"-7"},"m_bool":{"true":true,"false":false},"m_string":{"b":"2","a":"1"},"m_bytes":{"k":"AAE="},"m_nested":{"n":{"a":1}},"m_double":{"x":1.5}}"#);
+    let m = ks(
+        r#"{"m_int32":{"-1":1,"2":2},"m_int64":{"-9223372036854775808":"1"},"m_uint32":{"4294967295":1},"m_uint64":{"18446744073709551615":"1"},"m_sint32":{"-5":-5},"m_sint64":{"-5":"-5"},"m_fixed32":{"7":7},"m_fixed64":{"7":"7"},"m_sfixed32":{"-7":-7},"m_sfixed64":{"-7":"-7"},"m_bool":{"true":true,"false":false},"m_string":{"b":"2","a":"1"},"m_bytes":{"k":"AAE="},"m_nested":{"n":{"a":1}},"m_double":{"x":1.5}}"#,
+    );
     assert_eq!(m.m_int32[&-1], 1);
     assert_eq!(m.m_int64[&i64::MIN], 1);
     assert_eq!(m.m_bool[&false], false);
@@ -198,7 +221,10 @@ fn map_keys_of_every_type() {
     // Entries are written in key order, whatever the hash map's order.
     let out = enc(&m);
     assert!(out.contains(r#""m_int32":{"-1":1,"2":2}"#), "{out}");
-    assert!(out.contains(r#""m_bool":{"false":false,"true":true}"#), "{out}");
+    assert!(
+        out.contains(r#""m_bool":{"false":false,"true":true}"#),
+        "{out}"
+    );
     assert!(out.contains(r#""m_string":{"a":"1","b":"2"}"#), "{out}");
     assert_eq!(ks(&out), m);
     assert!(rejects(r#"{"m_bool":{"yes":true}}"#).contains("invalid bool map key"));
@@ -207,11 +233,17 @@ fn map_keys_of_every_type() {
 
 #[test]
 fn bytes_are_base64() {
-    let m = KitchenSink { f_bytes: vec![0xfb, 0xff, 0x00], ..Default::default() };
+    let m = KitchenSink {
+        f_bytes: vec![0xfb, 0xff, 0x00],
+        ..Default::default()
+    };
     assert_eq!(enc(&m), r#"{"f_bytes":"+/8A"}"#);
     assert_eq!(ks(r#"{"f_bytes":"-_8A"}"#), m, "URL-safe alphabet");
     assert_eq!(ks(r#"{"f_bytes":"+/8A"}"#), m);
-    assert_eq!(ks(r#"{"r_bytes":["AQ","AQ=="]}"#).r_bytes, vec![vec![1], vec![1]]);
+    assert_eq!(
+        ks(r#"{"r_bytes":["AQ","AQ=="]}"#).r_bytes,
+        vec![vec![1], vec![1]]
+    );
     assert!(rejects(r#"{"f_bytes":"!!!!"}"#).contains("f_bytes: invalid base64"));
     assert!(rejects(r#"{"w_bytes":"A"}"#).contains("w_bytes: invalid base64"));
 }
@@ -258,7 +290,10 @@ fn oneof_members_are_written_even_at_default() {
         (Choice::CNested(Box::default()), r#"{"c_nested":{}}"#),
         (Choice::CNull(0), r#"{"c_null":null}"#),
     ] {
-        let m = KitchenSink { choice: Some(choice), ..Default::default() };
+        let m = KitchenSink {
+            choice: Some(choice),
+            ..Default::default()
+        };
         assert_eq!(enc(&m), json);
         assert_eq!(ks(json), m);
     }
@@ -268,7 +303,19 @@ fn oneof_members_are_written_even_at_default() {
 fn recursive_messages_round_trip() {
     let json = r#"{"f_nested":{"a":1,"corecursive":{"f_nested":{"a":2}}}}"#;
     let m = ks(json);
-    assert_eq!(m.f_nested.as_ref().unwrap().corecursive.as_ref().unwrap().f_nested.as_ref().unwrap().a, 2);
+    assert_eq!(
+        m.f_nested
+            .as_ref()
+            .unwrap()
+            .corecursive
+            .as_ref()
+            .unwrap()
+            .f_nested
+            .as_ref()
+            .unwrap()
+            .a,
+        2
+    );
     assert_eq!(enc(&m), json);
 }
 
@@ -276,17 +323,41 @@ fn recursive_messages_round_trip() {
 fn well_known_types_use_their_special_forms() {
     let json = r#"{"w_timestamp":"2024-02-29T12:00:00.123Z","w_duration":"-3.000000500s","w_field_mask":"fInt32,fNested.a","w_struct":{"a":[true,{"b":null}],"n":-1.5},"w_value":"text","w_list_value":[1,"x"],"w_empty":{},"w_bool":false,"w_int32":-1,"w_int64":"-2","w_uint32":3,"w_uint64":"4","w_float":1.5,"w_double":"NaN","w_string":"s","w_bytes":"AQI=","r_wrapped_int32":[1,2],"r_timestamp":["1970-01-01T00:00:00Z"]}"#;
     let m = ks(json);
-    assert_eq!(m.w_timestamp, Some(wkt::Timestamp { seconds: 1_709_208_000, nanos: 123_000_000 }));
-    assert_eq!(m.w_duration, Some(wkt::Duration { seconds: -3, nanos: -500 }));
-    assert_eq!(m.w_field_mask.as_ref().unwrap().paths, ["f_int32", "f_nested.a"]);
+    assert_eq!(
+        m.w_timestamp,
+        Some(wkt::Timestamp {
+            seconds: 1_709_208_000,
+            nanos: 123_000_000
+        })
+    );
+    assert_eq!(
+        m.w_duration,
+        Some(wkt::Duration {
+            seconds: -3,
+            nanos: -500
+        })
+    );
+    assert_eq!(
+        m.w_field_mask.as_ref().unwrap().paths,
+        ["f_int32", "f_nested.a"]
+    );
     assert_eq!(m.w_bool, Some(false));
     assert_eq!(m.w_bytes, Some(vec![1, 2]));
     assert_eq!(enc(&m), json);
     for (bad, why) in [
-        (r#"{"w_timestamp":"2024-02-30T00:00:00Z"}"#, "w_timestamp: invalid Timestamp"),
-        (r#"{"w_timestamp":1}"#, "w_timestamp: expected a string, found a number"),
+        (
+            r#"{"w_timestamp":"2024-02-30T00:00:00Z"}"#,
+            "w_timestamp: invalid Timestamp",
+        ),
+        (
+            r#"{"w_timestamp":1}"#,
+            "w_timestamp: expected a string, found a number",
+        ),
         (r#"{"w_duration":"1"}"#, "w_duration: invalid Duration"),
-        (r#"{"w_field_mask":"f_int32"}"#, "w_field_mask: invalid FieldMask"),
+        (
+            r#"{"w_field_mask":"f_int32"}"#,
+            "w_field_mask: invalid FieldMask",
+        ),
         (r#"{"w_struct":[]}"#, "w_struct: expected an object"),
         (r#"{"w_list_value":{}}"#, "w_list_value: expected an array"),
         (r#"{"w_int32":"x"}"#, "w_int32: invalid int32"),
@@ -296,17 +367,26 @@ fn well_known_types_use_their_special_forms() {
         assert!(!e.contains("invalid an "), "{e}");
     }
     let out_of_range = KitchenSink {
-        w_timestamp: Some(wkt::Timestamp { seconds: 253_402_300_800, nanos: 0 }),
+        w_timestamp: Some(wkt::Timestamp {
+            seconds: 253_402_300_800,
+            nanos: 0,
+        }),
         ..Default::default()
     };
-    assert!(to_string(&out_of_range).unwrap_err().to_string().contains("Timestamp"));
+    assert!(to_string(&out_of_range)
+        .unwrap_err()
+        .to_string()
+        .contains("Timestamp"));
 }
 
 #[test]
 fn any_packs_registered_messages_and_well_known_types() {
     use prost::Message as _;
     json::register::<Nested>();
-    let nested = Nested { a: 7, corecursive: None };
+    let nested = Nested {
+        a: 7,
+        corecursive: None,
+    };
     let m = KitchenSink {
         w_any: Some(wkt::Any {
             type_url: "type.googleapis.com/keyway.fixtures.kitchen.KitchenSink.Nested".into(),
@@ -318,15 +398,23 @@ fn any_packs_registered_messages_and_well_known_types() {
     assert_eq!(enc(&m), json);
     assert_eq!(ks(json), m);
     // `@type` need not come first.
-    assert_eq!(ks(r#"{"w_any":{"a":7,"@type":"type.googleapis.com/keyway.fixtures.kitchen.KitchenSink.Nested"}}"#), m);
+    assert_eq!(
+        ks(
+            r#"{"w_any":{"a":7,"@type":"type.googleapis.com/keyway.fixtures.kitchen.KitchenSink.Nested"}}"#
+        ),
+        m
+    );
 
-    let duration = ks(r#"{"w_any":{"@type":"type.googleapis.com/google.protobuf.Duration","value":"1.5s"}}"#);
+    let duration =
+        ks(r#"{"w_any":{"@type":"type.googleapis.com/google.protobuf.Duration","value":"1.5s"}}"#);
     assert_eq!(
         enc(&duration),
         r#"{"w_any":{"@type":"type.googleapis.com/google.protobuf.Duration","value":"1.500s"}}"#
     );
     assert_eq!(enc(&ks(r#"{"w_any":{}}"#)), r#"{"w_any":{}}"#);
-    assert!(rejects(r#"{"w_any":{"@type":"type.googleapis.com/no.Such"}}"#).contains("not registered"));
+    assert!(
+        rejects(r#"{"w_any":{"@type":"type.googleapis.com/no.Such"}}"#).contains("not registered")
+    );
     assert!(rejects(r#"{"w_any":{"a":1}}"#).contains("no \"@type\""));
 }
 
@@ -342,7 +430,10 @@ fn nesting_beyond_the_limit_is_rejected_not_overflowed() {
     let e = from_str::<KitchenSink>(&deep).unwrap_err();
     assert_eq!(e.kind(), &DecodeErrorKind::TooDeep);
     let skipped = format!("{{\"unknown\":{}1{}}}", "[".repeat(200), "]".repeat(200));
-    assert_eq!(from_str::<KitchenSink>(&skipped).unwrap_err().kind(), &DecodeErrorKind::TooDeep);
+    assert_eq!(
+        from_str::<KitchenSink>(&skipped).unwrap_err().kind(),
+        &DecodeErrorKind::TooDeep
+    );
 }
 
 #[test]

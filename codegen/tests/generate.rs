@@ -1,0 +1,128 @@
+//! The generator's output for a small fixture, and its diagnostics for bad input.
+
+use std::path::Path;
+
+fn fixtures() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+}
+
+fn generated(file: &str) -> String {
+    let compiled = keyway_codegen::compile(&["small/small.proto"], &[fixtures()]).unwrap();
+    let files = keyway_codegen::Builder::new()
+        .generate(&compiled.pool)
+        .unwrap();
+    let found = files.iter().find(|f| f.name == file).unwrap_or_else(|| {
+        panic!(
+            "{file} not generated; got {:?}",
+            files.iter().map(|f| &f.name).collect::<Vec<_>>()
+        )
+    });
+    String::from_utf8(found.contents.clone()).unwrap()
+}
+
+#[test]
+fn json_codec_code() {
+    insta::assert_snapshot!(generated("snap.v1.json.rs"));
+}
+
+#[test]
+fn module_tree() {
+    insta::assert_snapshot!(generated("_includes.rs"));
+}
+
+#[test]
+fn prost_types_reach_prost_through_the_runtime() {
+    let code = generated("snap.v1.rs");
+    assert!(
+        code.contains("::keyway_runtime::__private::prost::Message"),
+        "{code}"
+    );
+    assert!(!code.contains(" ::prost::"), "{code}");
+    // Wrappers are held as options of primitives.
+    assert!(code.contains("pub note: ::core::option::Option<"), "{code}");
+}
+
+#[test]
+fn runtime_path_is_configurable() {
+    let compiled = keyway_codegen::compile(&["small/small.proto"], &[fixtures()]).unwrap();
+    let files = keyway_codegen::Builder::new()
+        .runtime_path("::my_runtime")
+        .generate(&compiled.pool)
+        .unwrap();
+    let json = files.iter().find(|f| f.name == "snap.v1.json.rs").unwrap();
+    let json = String::from_utf8_lossy(&json.contents);
+    assert!(json.contains("::my_runtime::__private::JsonMessage"));
+    assert!(!json.contains("keyway_runtime"));
+}
+
+#[test]
+fn unformatted_output_is_the_same_code() {
+    let compiled = keyway_codegen::compile(&["small/small.proto"], &[fixtures()]).unwrap();
+    let raw = keyway_codegen::Builder::new()
+        .format(false)
+        .generate(&compiled.pool)
+        .unwrap();
+    let json = raw.iter().find(|f| f.name == "snap.v1.json.rs").unwrap();
+    let text = String::from_utf8_lossy(&json.contents);
+    let reformatted = prettyplease::unparse(&syn::parse_file(&text).unwrap());
+    assert!(generated("snap.v1.json.rs").ends_with(&reformatted));
+    assert_ne!(text.lines().count(), reformatted.lines().count());
+}
+
+#[test]
+fn descriptor_set_keeps_custom_options_and_source_info() {
+    let compiled = keyway_codegen::compile(&["small/small.proto"], &[fixtures()]).unwrap();
+    let files = keyway_codegen::Builder::new()
+        .generate(&compiled.pool)
+        .unwrap();
+    let set = files
+        .iter()
+        .find(|f| f.name == keyway_codegen::DESCRIPTOR_SET_FILE)
+        .unwrap();
+    let pool = prost_reflect::DescriptorPool::decode(set.contents.as_slice()).unwrap();
+    let item = pool.get_message_by_name("snap.v1.Item").unwrap();
+    assert_eq!(item.fields().count(), 9);
+    let file = pool.get_file_by_name("small/small.proto").unwrap();
+    assert!(file.file_descriptor_proto().source_code_info.is_some());
+    assert!(
+        pool.get_file_by_name("google/protobuf/wrappers.proto")
+            .is_some(),
+        "imports kept"
+    );
+}
+
+#[test]
+fn sources_list_every_file_read() {
+    let compiled = keyway_codegen::compile(&["small/small.proto"], &[fixtures()]).unwrap();
+    assert!(compiled
+        .sources
+        .iter()
+        .any(|p| p.ends_with("small/small.proto")));
+}
+
+fn diagnostic(file: &str) -> String {
+    match keyway_codegen::compile(&[file], &[fixtures()]) {
+        Ok(_) => panic!("{file} compiled"),
+        Err(e) => {
+            assert!(e.is_compile());
+            // Normalise the absolute path of the fixtures directory.
+            e.to_string()
+                .replace(&fixtures().display().to_string(), "<fixtures>")
+        }
+    }
+}
+
+#[test]
+fn undefined_type_points_at_the_use() {
+    insta::assert_snapshot!(diagnostic("bad/undefined_type.proto"));
+}
+
+#[test]
+fn syntax_error_points_at_the_token() {
+    insta::assert_snapshot!(diagnostic("bad/syntax_error.proto"));
+}
+
+#[test]
+fn missing_import_points_at_the_import() {
+    insta::assert_snapshot!(diagnostic("bad/missing_import.proto"));
+}
