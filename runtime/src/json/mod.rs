@@ -35,6 +35,7 @@ pub(crate) mod base64;
 pub(crate) mod codec;
 mod error;
 pub(crate) mod read;
+mod swar;
 mod wkt;
 pub(crate) mod write;
 

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 
 use super::error::{DecodeError, DecodeErrorKind};
-use super::MAX_DEPTH;
+use super::{swar, MAX_DEPTH};
 
 /// Reads protobuf JSON. Generated code drives it; it is not meant to be used by hand.
 #[derive(Debug)]
@@ -252,12 +252,44 @@ impl<'a> Parser<'a> {
         let input = self.input;
         let start = self.pos + 1;
         let mut i = start;
-        // Fast path: a run with no escape and no control character.
-        while let Some(&b) = input.get(i) {
-            match b {
-                b'"' => {
+        let mut ascii = true;
+        // Fast path: find the first quote, backslash or control character eight bytes at a
+        // time, noting whether any byte before it is non-ASCII (only then is UTF-8 checked).
+        loop {
+            if let Some(word) = swar::word_at(input, i) {
+                match swar::first_special(word) {
+                    None => {
+                        ascii &= !swar::non_ascii_before(word, 8);
+                        i += 8;
+                        continue;
+                    }
+                    Some(n) => {
+                        ascii &= !swar::non_ascii_before(word, n);
+                        i += n;
+                    }
+                }
+            } else {
+                while let Some(&b) = input.get(i) {
+                    if b == b'"' || b == b'\\' || b < 0x20 {
+                        break;
+                    }
+                    ascii &= b < 0x80;
+                    i += 1;
+                }
+            }
+            match input.get(i) {
+                Some(b'"') => {
                     self.pos = i + 1;
-                    return match std::str::from_utf8(&input[start..i]) {
+                    let bytes = &input[start..i];
+                    if ascii {
+                        // SAFETY: every byte of `bytes` was checked above to be below 0x80
+                        // (by word through `non_ascii_before`, by byte through `b < 0x80`),
+                        // and ASCII is valid UTF-8.
+                        return Ok(Cow::Borrowed(unsafe {
+                            std::str::from_utf8_unchecked(bytes)
+                        }));
+                    }
+                    return match std::str::from_utf8(bytes) {
                         Ok(s) => Ok(Cow::Borrowed(s)),
                         Err(e) => Err(DecodeError::new(
                             DecodeErrorKind::InvalidUtf8,
@@ -265,12 +297,12 @@ impl<'a> Parser<'a> {
                         )),
                     };
                 }
-                b'\\' => break,
-                0..=0x1f => {
+                Some(&b) if b < 0x20 => {
                     self.pos = i;
                     return Err(self.syntax("control character inside a string must be escaped"));
                 }
-                _ => i += 1,
+                // A backslash, or the end of input: the slow path handles both.
+                _ => break,
             }
         }
         self.string_slow(start, i).map(Cow::Owned)

@@ -83,11 +83,22 @@ impl Writer {
         self.buf.reserve(bytes.len() + 2);
         self.buf.push(b'"');
         let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
+        let mut i = 0;
+        while i < bytes.len() {
+            // Skip plain runs eight bytes at a time.
+            if let Some(word) = super::swar::word_at(bytes, i) {
+                if !super::swar::has_special(word) {
+                    i += 8;
+                    continue;
+                }
+            }
+            let b = bytes[i];
+            i += 1;
             let esc = ESCAPE[b as usize];
             if esc == 0 {
                 continue;
             }
+            let i = i - 1;
             self.buf.extend_from_slice(&bytes[start..i]);
             start = i + 1;
             if esc == b'u' {
