@@ -24,6 +24,7 @@ mod generated {
 }
 
 pub use generated::keyway::{base, runway};
+pub use generated::topics;
 
 /// The encoded `google.protobuf.FileDescriptorSet` of `api/`, imports, source info and the
 /// `topic_keys` options included: what reflection and non-Rust clients load.

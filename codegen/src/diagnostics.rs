@@ -58,6 +58,31 @@ impl Location {
 }
 
 impl Diagnostic {
+    /// A problem without a place in a file.
+    pub(crate) fn message(message: impl Into<String>) -> Self {
+        Diagnostic {
+            message: message.into(),
+            location: None,
+            label: None,
+            help: None,
+        }
+    }
+
+    /// A problem at `location` (when known), with a label under the caret and optional help.
+    pub(crate) fn at(
+        message: impl Into<String>,
+        location: Option<Location>,
+        label: &str,
+        help: Option<String>,
+    ) -> Self {
+        Diagnostic {
+            message: message.into(),
+            location,
+            label: Some(label.to_owned()),
+            help,
+        }
+    }
+
     /// The rendered form:
     ///
     /// ```text
@@ -69,28 +94,35 @@ impl Diagnostic {
     /// ```
     pub fn render(&self) -> String {
         let mut out = format!("error: {}\n", self.message);
+        let mut pad = " ".to_owned();
         if let Some(loc) = &self.location {
             let gutter = loc.line.to_string().len();
-            let pad = " ".repeat(gutter);
+            pad = " ".repeat(gutter);
             writeln!(out, "{pad}--> {}:{}:{}", loc.file, loc.line, loc.column).unwrap();
-            writeln!(out, "{pad} |").unwrap();
-            writeln!(out, "{} | {}", loc.line, loc.source_line).unwrap();
-            let lead: String = loc
-                .source_line
-                .chars()
-                .take(loc.column - 1)
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
-            write!(out, "{pad} | {lead}{}", "^".repeat(loc.width)).unwrap();
-            if let Some(label) = &self.label {
-                write!(out, " {label}").unwrap();
+            if !loc.source_line.is_empty() {
+                self.render_snippet(&mut out, loc, &pad);
             }
-            out.push('\n');
         }
         if let Some(help) = &self.help {
-            writeln!(out, "  = help: {help}").unwrap();
+            writeln!(out, "{pad} = help: {help}").unwrap();
         }
         out
+    }
+
+    fn render_snippet(&self, out: &mut String, loc: &Location, pad: &str) {
+        writeln!(out, "{pad} |").unwrap();
+        writeln!(out, "{} | {}", loc.line, loc.source_line).unwrap();
+        let lead: String = loc
+            .source_line
+            .chars()
+            .take(loc.column - 1)
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        write!(out, "{pad} | {lead}{}", "^".repeat(loc.width)).unwrap();
+        if let Some(label) = &self.label {
+            write!(out, " {label}").unwrap();
+        }
+        out.push('\n');
     }
 
     /// The diagnostics of a protox compile error: one per labelled span, or one without a place.

@@ -46,6 +46,7 @@
 mod diagnostics;
 mod json;
 mod names;
+mod topics;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -54,11 +55,16 @@ use std::path::{Path, PathBuf};
 use prost_reflect::{DescriptorPool, FileDescriptor};
 
 pub use diagnostics::{Diagnostic, Location};
+pub use topics::{TopicBinding, TOPIC_KEYS_NUMBER, TOPIC_KEYS_OPTION};
 
 /// Name of the encoded descriptor set written next to the generated code.
 pub const DESCRIPTOR_SET_FILE: &str = "file_descriptor_set.bin";
 /// Name of the file that lays out the module tree.
 pub const INCLUDE_FILE: &str = "_includes.rs";
+/// Name of the file with the topic bindings, included as module `topics`.
+pub const TOPICS_FILE: &str = "_topics.rs";
+/// The module of the topic bindings, beside the package modules.
+const TOPICS_MODULE: &str = "topics";
 
 /// Compile `protos` (found through `includes`) and write the bindings into `$OUT_DIR`, with the
 /// default options. Equivalent to `Builder::new().compile_protos(protos, includes)`.
@@ -80,13 +86,19 @@ pub fn compile(
     for proto in protos {
         compiler.open_file(proto).map_err(Error::protox)?;
     }
-    let sources = compiler
-        .files()
-        .filter_map(|f| f.path().map(Path::to_path_buf))
-        .collect();
+    let mut sources = Vec::new();
+    let mut texts = BTreeMap::new();
+    for file in compiler.files() {
+        if let Some(path) = file.path() {
+            sources.push(path.to_path_buf());
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            texts.insert(file.name().to_owned(), text);
+        }
+    }
     Ok(Compiled {
         pool: compiler.descriptor_pool(),
         sources,
+        texts,
     })
 }
 
@@ -97,6 +109,38 @@ pub struct Compiled {
     pub pool: DescriptorPool,
     /// The files read from disk, for `cargo:rerun-if-changed`.
     pub sources: Vec<PathBuf>,
+    /// Source text by file name (as imported), for diagnostics that quote a line.
+    pub texts: BTreeMap<String, String>,
+}
+
+impl Compiled {
+    /// Wrap a pool that did not come from source files (a decoded descriptor set, say).
+    /// Diagnostics then give `file:line:col` when the set has source info, without the line.
+    pub fn from_pool(pool: DescriptorPool) -> Self {
+        Compiled {
+            pool,
+            sources: Vec::new(),
+            texts: BTreeMap::new(),
+        }
+    }
+
+    /// Every topic binding, or every violation of the binding rules (see [`TopicBinding`]).
+    /// Empty when no `topic_keys` option is defined.
+    pub fn topic_bindings(
+        &self,
+        extension: Option<&str>,
+    ) -> Result<Vec<TopicBinding>, Vec<Diagnostic>> {
+        let Some(ext) = topics::find_extension(&self.pool, extension).map_err(|d| vec![d])? else {
+            return Ok(Vec::new());
+        };
+        let bindings = topics::bindings(&self.pool, &ext, &self.texts);
+        let problems = topics::validate(&bindings);
+        if problems.is_empty() {
+            Ok(bindings)
+        } else {
+            Err(problems)
+        }
+    }
 }
 
 /// One generated file: a name relative to the output directory, and its contents.
@@ -115,6 +159,7 @@ pub struct Builder {
     runtime_path: String,
     out_dir: Option<PathBuf>,
     format: bool,
+    topic_keys_extension: Option<String>,
 }
 
 impl Default for Builder {
@@ -131,6 +176,7 @@ impl Builder {
             runtime_path: "::keyway_runtime".to_owned(),
             out_dir: None,
             format: true,
+            topic_keys_extension: None,
         }
     }
 
@@ -162,6 +208,14 @@ impl Builder {
         self
     }
 
+    /// The full name of the message option that lists a message's topic keys. Default: the one
+    /// extension of `google.protobuf.MessageOptions` named `topic_keys` (it is an error to
+    /// define several); with none defined, no topic bindings are generated.
+    pub fn topic_keys_extension(&mut self, full_name: impl Into<String>) -> &mut Self {
+        self.topic_keys_extension = Some(full_name.into());
+        self
+    }
+
     /// Compile `protos` and write the generated files, telling cargo to rerun when any proto
     /// file read (imports included) changes.
     pub fn compile_protos(
@@ -185,7 +239,7 @@ impl Builder {
                 }
             },
         };
-        let files = self.generate_files(&compiled.pool, from_env)?;
+        let files = self.generate_files(&compiled, from_env)?;
         std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
         for file in files {
             write_if_changed(&out_dir.join(&file.name), &file.contents)?;
@@ -193,18 +247,31 @@ impl Builder {
         Ok(())
     }
 
-    /// The pure core: every generated file for `pool`, nothing written. Files of package
+    /// The pure core: every generated file for `compiled`, nothing written. Files of package
     /// `google.protobuf` are not generated (the runtime provides the well-known types).
-    pub fn generate(&mut self, pool: &DescriptorPool) -> Result<Vec<GeneratedFile>, Error> {
-        self.generate_files(pool, false)
+    /// Invalid topic bindings fail with every violation, each at its option.
+    pub fn generate(&mut self, compiled: &Compiled) -> Result<Vec<GeneratedFile>, Error> {
+        self.generate_files(compiled, false)
     }
 
     fn generate_files(
         &mut self,
-        pool: &DescriptorPool,
+        compiled: &Compiled,
         include_from_out_dir: bool,
     ) -> Result<Vec<GeneratedFile>, Error> {
+        let pool = &compiled.pool;
         let packages = packages(pool);
+        if let Some(package) = packages
+            .keys()
+            .find(|p| names::package_modules(p).first().map(String::as_str) == Some(TOPICS_MODULE))
+        {
+            return Err(Error::new(ErrorKind::Compile(vec![Diagnostic::message(format!(
+                "package `{package}` would share the module `{TOPICS_MODULE}` with the generated topic bindings; rename its first component"
+            ))])));
+        }
+        let bindings = compiled
+            .topic_bindings(self.topic_keys_extension.as_deref())
+            .map_err(|d| Error::new(ErrorKind::Compile(d)))?;
         let mut files = Vec::new();
 
         let prost_out = self.generate_prost(pool)?;
@@ -222,6 +289,13 @@ impl Builder {
             });
         }
 
+        files.push(GeneratedFile {
+            name: TOPICS_FILE.to_owned(),
+            contents: self.finish_rust(
+                TOPICS_FILE,
+                &topics::generate(&bindings, &self.runtime_path),
+            )?,
+        });
         files.push(GeneratedFile {
             name: INCLUDE_FILE.to_owned(),
             contents: self.include_file(&packages, include_from_out_dir)?,
@@ -299,6 +373,11 @@ impl Builder {
         }
         let mut code = String::new();
         tree.render(&mut code, "");
+        code.push_str(&format!(
+            "/// Topic keys, each bound to the message it carries, with typed producer and consumer stubs.\n\
+             pub mod {TOPICS_MODULE} {{\n{}}}\n",
+            include(TOPICS_FILE)
+        ));
         let descriptor = if from_out_dir {
             format!("include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{DESCRIPTOR_SET_FILE}\"))")
         } else {
@@ -434,7 +513,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.kind {
             ErrorKind::Compile(diagnostics) => {
-                for d in diagnostics {
+                for (i, d) in diagnostics.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("\n")?;
+                    }
                     f.write_str(&d.render())?;
                 }
                 Ok(())

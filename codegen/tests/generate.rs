@@ -8,9 +8,7 @@ fn fixtures() -> &'static Path {
 
 fn generated(file: &str) -> String {
     let compiled = keyway_codegen::compile(&["small/small.proto"], &[fixtures()]).unwrap();
-    let files = keyway_codegen::Builder::new()
-        .generate(&compiled.pool)
-        .unwrap();
+    let files = keyway_codegen::Builder::new().generate(&compiled).unwrap();
     let found = files.iter().find(|f| f.name == file).unwrap_or_else(|| {
         panic!(
             "{file} not generated; got {:?}",
@@ -47,7 +45,7 @@ fn runtime_path_is_configurable() {
     let compiled = keyway_codegen::compile(&["small/small.proto"], &[fixtures()]).unwrap();
     let files = keyway_codegen::Builder::new()
         .runtime_path("::my_runtime")
-        .generate(&compiled.pool)
+        .generate(&compiled)
         .unwrap();
     let json = files.iter().find(|f| f.name == "snap.v1.json.rs").unwrap();
     let json = String::from_utf8_lossy(&json.contents);
@@ -60,7 +58,7 @@ fn unformatted_output_is_the_same_code() {
     let compiled = keyway_codegen::compile(&["small/small.proto"], &[fixtures()]).unwrap();
     let raw = keyway_codegen::Builder::new()
         .format(false)
-        .generate(&compiled.pool)
+        .generate(&compiled)
         .unwrap();
     let json = raw.iter().find(|f| f.name == "snap.v1.json.rs").unwrap();
     let text = String::from_utf8_lossy(&json.contents);
@@ -72,9 +70,7 @@ fn unformatted_output_is_the_same_code() {
 #[test]
 fn descriptor_set_keeps_custom_options_and_source_info() {
     let compiled = keyway_codegen::compile(&["small/small.proto"], &[fixtures()]).unwrap();
-    let files = keyway_codegen::Builder::new()
-        .generate(&compiled.pool)
-        .unwrap();
+    let files = keyway_codegen::Builder::new().generate(&compiled).unwrap();
     let set = files
         .iter()
         .find(|f| f.name == keyway_codegen::DESCRIPTOR_SET_FILE)
@@ -125,4 +121,87 @@ fn syntax_error_points_at_the_token() {
 #[test]
 fn missing_import_points_at_the_import() {
     insta::assert_snapshot!(diagnostic("bad/missing_import.proto"));
+}
+
+fn topics_code(protos: &[&str]) -> String {
+    let compiled = keyway_codegen::compile(protos, &[fixtures().join("topics")]).unwrap();
+    let files = keyway_codegen::Builder::new().generate(&compiled).unwrap();
+    let found = files
+        .iter()
+        .find(|f| f.name == keyway_codegen::TOPICS_FILE)
+        .unwrap();
+    String::from_utf8(found.contents.clone()).unwrap()
+}
+
+#[test]
+fn topic_bindings_code() {
+    insta::assert_snapshot!(topics_code(&[
+        "orders/v1/orders.proto",
+        "billing/v1/billing.proto",
+        "common/v1/common.proto",
+    ]));
+}
+
+#[test]
+fn no_topic_keys_option_gives_an_empty_registry() {
+    let code = generated(keyway_codegen::TOPICS_FILE);
+    assert!(code.contains("pub enum TopicKey {}"), "{code}");
+    assert!(
+        !code.contains("impl ::keyway_runtime::__private::Topic for"),
+        "{code}"
+    );
+}
+
+#[test]
+fn topic_bindings_in_file_and_option_order() {
+    let compiled = keyway_codegen::compile(
+        &["orders/v1/orders.proto", "billing/v1/billing.proto"],
+        &[fixtures().join("topics")],
+    )
+    .unwrap();
+    let bindings = compiled.topic_bindings(None).unwrap();
+    let keys: Vec<(&str, &str)> = bindings
+        .iter()
+        .map(|b| (b.key.as_str(), b.message.full_name()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("order-placed", "acme.orders.v1.OrderPlaced"),
+            ("order_audit", "acme.orders.v1.OrderPlaced"),
+            ("invoice-due", "acme.billing.v1.InvoiceDue"),
+        ]
+    );
+    let loc = bindings[1].location.as_ref().unwrap();
+    assert_eq!(
+        (loc.file.as_str(), loc.line),
+        ("orders/v1/orders.proto", 11)
+    );
+    assert!(loc.source_line.contains("order_audit"), "{loc:?}");
+}
+
+#[test]
+fn every_binding_violation_is_reported_at_its_option() {
+    let compiled =
+        keyway_codegen::compile(&["bad.proto"], &[fixtures().join("topics_bad")]).unwrap();
+    let err = keyway_codegen::Builder::new()
+        .generate(&compiled)
+        .unwrap_err();
+    assert!(err.is_compile());
+    assert_eq!(err.diagnostics().len(), 6, "{err}");
+    insta::assert_snapshot!(err.to_string());
+}
+
+#[test]
+fn a_chosen_topic_keys_extension_must_exist() {
+    let compiled = keyway_codegen::compile(&["small/small.proto"], &[fixtures()]).unwrap();
+    let err = keyway_codegen::Builder::new()
+        .topic_keys_extension("nowhere.topic_keys")
+        .generate(&compiled)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`nowhere.topic_keys` is not defined"),
+        "{err}"
+    );
 }

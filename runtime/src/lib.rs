@@ -3,11 +3,18 @@
 //! - [`json`]: the protobuf-JSON codec every generated message implements, reached through
 //!   [`json::to_vec`], [`json::from_slice`] and friends.
 //! - [`wkt`]: the well-known types (`Timestamp`, `Duration`, `Struct`, ...) with their JSON forms.
+//! - [`topic`]: the traits generated topic bindings implement ([`topic::Topic`],
+//!   [`topic::Contract`]).
+//! - [`transport`]: what a queue backend provides: publishing, deliveries and their outcomes.
+//! - [`stub`]: typed producers and consumers over any backend.
 //!
 //! Generated code calls into this crate only through the hidden `__private` module, by fully
 //! qualified paths, so this crate can change its internals without breaking generated code.
 
 pub mod json;
+pub mod stub;
+pub mod topic;
+pub mod transport;
 
 /// The protobuf well-known types, as `prost-types` defines them, with protobuf-JSON codecs.
 ///
@@ -26,6 +33,8 @@ pub mod __private {
     pub use crate::json::read::Parser;
     pub use crate::json::write::Writer;
     pub use crate::json::{DecodeError, EncodeError, JsonEnum, JsonMessage};
+    pub use crate::stub::{Consumer, Producer};
+    pub use crate::topic::{Contract, Topic, UnknownTopicKey};
     pub use prost;
     pub use std::option::Option;
     pub use std::result::Result;
