@@ -130,7 +130,7 @@ impl Compiled {
         &self,
         extension: Option<&str>,
     ) -> Result<Vec<TopicBinding>, Vec<Diagnostic>> {
-        let Some(ext) = topics::find_extension(&self.pool, extension).map_err(|d| vec![d])? else {
+        let Some(ext) = topics::find_extension(&self.pool, extension)? else {
             return Ok(Vec::new());
         };
         let bindings = topics::bindings(&self.pool, &ext, &self.texts);

@@ -46,13 +46,13 @@ impl TopicBinding {
 pub(crate) fn find_extension(
     pool: &DescriptorPool,
     full_name: Option<&str>,
-) -> Result<Option<ExtensionDescriptor>, Diagnostic> {
+) -> Result<Option<ExtensionDescriptor>, Vec<Diagnostic>> {
     if let Some(name) = full_name {
         return match pool.get_extension_by_name(name) {
             Some(ext) => Ok(Some(ext)),
-            None => Err(Diagnostic::message(format!(
+            None => Err(vec![Diagnostic::message(format!(
                 "the topic keys option `{name}` is not defined in the compiled files"
-            ))),
+            ))]),
         };
     }
     let found: Vec<ExtensionDescriptor> = pool
@@ -65,10 +65,10 @@ pub(crate) fn find_extension(
     match found.as_slice() {
         [] => Ok(None),
         [one] => Ok(Some(one.clone())),
-        many => Err(Diagnostic::message(format!(
+        many => Err(vec![Diagnostic::message(format!(
             "more than one `topic_keys` message option is defined ({}); choose one with Builder::topic_keys_extension",
             many.iter().map(|e| e.full_name()).collect::<Vec<_>>().join(", ")
-        ))),
+        ))]),
     }
 }
 
