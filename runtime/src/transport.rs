@@ -5,12 +5,12 @@
 //!   published; publishing is idempotent on (topic, partition key, id);
 //! - a consumer receives a [`Delivery`] (the message plus its 1-based attempt number and a
 //!   [`Lease`] it may extend while it works) and answers with an [`Outcome`]:
-//!   - [`Outcome::Ack`]: done;
-//!   - [`Outcome::Nack`]: a retryable failure: redelivered after a backoff, counted as an
+//!   - [`Outcome::Ack`] means done;
+//!   - [`Outcome::Nack`] is a retryable failure: redelivered after a backoff, counted as an
 //!     attempt, dead-lettered with this reason when attempts run out;
-//!   - [`Outcome::Postpone`]: not a failure, but not yet: redelivered after the delay, not
+//!   - [`Outcome::Postpone`] is not a failure, but not yet: redelivered after the delay, not
 //!     counted as an attempt;
-//!   - [`Outcome::Reject`]: a non-retryable failure: dead-lettered at once.
+//!   - [`Outcome::Reject`] is a non-retryable failure: dead-lettered at once.
 //!
 //! A backend implements [`Publisher`] and drives a [`Handler`] from its consume loop. The
 //! generated, typed stubs ([`crate::stub`]) sit on top of these two traits.
