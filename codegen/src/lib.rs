@@ -1,9 +1,11 @@
 //! The build-time generator of Keyway: `.proto` files in, Rust bindings with protobuf-JSON
-//! codecs out. Pure Rust: `.proto` files are compiled with protox, no `protoc` is needed.
+//! codecs and typed topic bindings out. Pure Rust: `.proto` files are compiled with protox, no
+//! `protoc` is needed.
 //!
 //! # Walkthrough
 //!
-//! `Cargo.toml`:
+//! **1. `Cargo.toml`.** Generated code needs only the runtime; the generator is a build
+//! dependency.
 //!
 //! ```toml
 //! [dependencies]
@@ -13,21 +15,94 @@
 //! keyway-codegen = "0.1"
 //! ```
 //!
-//! `build.rs`:
+//! **2. The contract.** Payload messages name the topic keys that carry them with a
+//! `topic_keys` message option (`repeated string topic_keys = 50001` on
+//! `google.protobuf.MessageOptions`, declared in any package). `proto/acme/orders/v1/orders.proto`:
 //!
-//! ```no_run
-//! fn main() -> Result<(), keyway_codegen::Error> {
-//!     keyway_codegen::compile_protos(&["proto/orders/v1/orders.proto"], &["proto"])
-//! }
+//! ```proto
+#![doc = include_str!("../walkthrough/proto/acme/orders/v1/orders.proto")]
 //! ```
 //!
-//! `src/lib.rs`:
+//! **3. `build.rs`.** One call. It compiles the files and their imports, tells cargo to rerun
+//! when any of them changes, checks every topic binding (a key bound twice, a bad key name, a key
+//! on a nested message all fail the build with `file:line:col` diagnostics), and writes the
+//! bindings. Here it runs for real, into a scratch directory instead of `$OUT_DIR`:
 //!
-//! ```text
-//! include!(concat!(env!("OUT_DIR"), "/_includes.rs"));
+//! ```
+//! # let out = std::env::temp_dir().join(format!("keyway-walkthrough-{}", std::process::id()));
+//! # let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/walkthrough/proto");
+//! keyway_codegen::Builder::new()
+//! #   .out_dir(&out)
+//!     .compile_protos(&["acme/orders/v1/orders.proto"], &[proto])?;
+//! # let topics = std::fs::read_to_string(out.join("_topics.rs"))?;
+//! # assert!(topics.contains("pub struct OrderPlaced;"));
+//! # std::fs::remove_dir_all(&out)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
-//! let order: orders::v1::Order = keyway_runtime::json::from_str(r#"{"order_id":"42"}"#)?;
-//! let json = keyway_runtime::json::to_vec(&order)?;
+//! (In a real `build.rs`: `fn main() -> Result<(), keyway_codegen::Error> {
+//! keyway_codegen::compile_protos(&["acme/orders/v1/orders.proto"], &["proto"]) }`.)
+//!
+//! **4. Use the bindings.** `include!` the module tree (in a real crate:
+//! `include!(concat!(env!("OUT_DIR"), "/_includes.rs"))`); every package becomes a module and the
+//! topic bindings live in `topics`: a `TopicKey` enum and, per key, a marker type with a typed
+//! producer and consumer. A producer of one topic takes only the message bound to it; the wrong
+//! message is a compile error.
+//!
+//! ```
+//! mod contract {
+//!     include!(concat!(env!("CARGO_MANIFEST_DIR"), "/walkthrough/generated/_includes.rs"));
+//! }
+//! # use std::sync::Mutex;
+//! # use keyway_runtime::transport::*;
+//! # #[derive(Default)] struct Memory(Mutex<Vec<(String, OutgoingMessage)>>);
+//! # impl Publisher for Memory {
+//! #     async fn publish(&self, topic: &str, m: OutgoingMessage) -> Result<PublishReceipt, TransportError> {
+//! #         self.0.lock().unwrap().push((topic.to_owned(), m));
+//! #         Ok(PublishReceipt::Published)
+//! #     }
+//! # }
+//! # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     let mut f = std::pin::pin!(f);
+//! #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+//! #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v } }
+//! # }
+//! use contract::acme::orders::v1::OrderPlaced;
+//! use contract::topics::{self, OrderPlacedConsumer, OrderPlacedProducer, TopicKey};
+//! use keyway_runtime::stub::{Handled, HandlerError, TopicHandler};
+//!
+//! // Keys are an enum; parsing an unknown one lists the valid ones.
+//! assert_eq!("order-placed".parse::<TopicKey>()?, TopicKey::OrderPlaced);
+//! assert_eq!(TopicKey::OrderPlaced.message_name(), "acme.orders.v1.OrderPlaced");
+//!
+//! // Publish: encoded as protobuf JSON, on the topic's key.
+//! let backend = Memory::default();
+//! let producer = OrderPlacedProducer::new(&backend);
+//! let order = OrderPlaced { order_id: "o-1".into(), total_cents: 1250 };
+//! let id = MessageId::intent("o-1", &["placed"])?;
+//! block_on(producer.publish(&order, id, "o-1", Metadata::new()))?;
+//! let (topic, sent) = backend.0.lock().unwrap().pop().unwrap();
+//! assert_eq!(topic, "order-placed");
+//! assert_eq!(sent.payload, br#"{"order_id":"o-1","total_cents":"1250"}"#);
+//!
+//! // Consume: the handler gets a decoded OrderPlaced; an undecodable payload never reaches it.
+//! struct Billing;
+//! impl TopicHandler<topics::OrderPlaced> for Billing {
+//!     async fn handle(&self, order: OrderPlaced, _: &Delivery) -> Result<Handled, HandlerError> {
+//!         assert_eq!(order.total_cents, 1250);
+//!         Ok(Handled::Ack)
+//!     }
+//! }
+//! let consumer = OrderPlacedConsumer::new(Billing);
+//! # struct NoLease;
+//! # impl Lease for NoLease { fn extend(&self, _: std::time::Duration) -> BoxFuture<'_, Result<(), TransportError>> { Box::pin(async { Ok(()) }) } }
+//! let delivery = Delivery {
+//!     topic: topic.clone(), id: sent.id.to_string(), partition_key: sent.partition_key,
+//!     payload: sent.payload, metadata: sent.metadata, published_at_ms: 0, attempt: 1,
+//!     lease: std::sync::Arc::new(NoLease),
+//! };
+//! assert_eq!(block_on(Handler::handle(&consumer, &delivery)), Outcome::Ack);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # What is generated
@@ -36,7 +111,8 @@
 //! - `<package>.rs`: prost-build's structs and enums, one file per package;
 //! - `<package>.json.rs`: the protobuf-JSON codec of each message and enum (see
 //!   `keyway_runtime::json` for the mapping), written by this crate;
-//! - `_includes.rs`: the module tree of all packages, and `FILE_DESCRIPTOR_SET`;
+//! - `_topics.rs`: the topic bindings (module `topics`);
+//! - `_includes.rs`: the module tree of all packages, `topics`, and `FILE_DESCRIPTOR_SET`;
 //! - `file_descriptor_set.bin`: the encoded `FileDescriptorSet` with imports, source info and
 //!   custom options, for reflection and for clients in other languages.
 //!

@@ -205,3 +205,26 @@ fn a_chosen_topic_keys_extension_must_exist() {
         "{err}"
     );
 }
+
+#[test]
+fn walkthrough_is_up_to_date() {
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/walkthrough"));
+    let checked_in = root.join("generated");
+    if std::env::var_os("KEYWAY_BLESS").is_some() {
+        keyway_codegen::Builder::new()
+            .out_dir(&checked_in)
+            .compile_protos(&["acme/orders/v1/orders.proto"], &[root.join("proto")])
+            .unwrap();
+    }
+    let compiled =
+        keyway_codegen::compile(&["acme/orders/v1/orders.proto"], &[root.join("proto")]).unwrap();
+    let files = keyway_codegen::Builder::new().generate(&compiled).unwrap();
+    for file in files {
+        let on_disk = std::fs::read(checked_in.join(&file.name)).unwrap_or_default();
+        assert!(
+            on_disk == file.contents,
+            "walkthrough/generated/{} is stale: run KEYWAY_BLESS=1 cargo test -p keyway-codegen --test generate",
+            file.name
+        );
+    }
+}
