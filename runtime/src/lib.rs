@@ -12,6 +12,9 @@
 //! qualified paths, so this crate can change its internals without breaking generated code.
 
 pub mod json;
+pub mod metrics;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod stub;
 pub mod topic;
 pub mod transport;

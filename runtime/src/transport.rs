@@ -255,6 +255,89 @@ impl fmt::Display for TransportError {
 
 impl std::error::Error for TransportError {}
 
+/// Retry backoff: `initial × multiplier^(failures - 1)`, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// After the first failure. Default 1 s.
+    pub initial: Duration,
+    /// Growth per further failure. Default 2.
+    pub multiplier: f64,
+    /// Cap. Default 30 s.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(1),
+            multiplier: 2.0,
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before retrying after `failures` failed attempts (at least 1).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(64) as i32;
+        let secs = self.initial.as_secs_f64() * self.multiplier.powi(exp);
+        if !secs.is_finite() || secs >= self.max.as_secs_f64() {
+            self.max
+        } else {
+            Duration::from_secs_f64(secs.max(0.0))
+        }
+    }
+}
+
+/// One subscription: a consumer group reading one topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionConfig {
+    /// The topic key to read.
+    pub topic: String,
+    /// The consumer group. Groups are independent: each sees every message.
+    pub group: String,
+    /// Deliveries in flight at once per process. Default 10.
+    pub batch_size: usize,
+    /// A delivery not settled (or extended) within this is redelivered. Default 60 s.
+    pub visibility_timeout: Duration,
+    /// Counted attempts before a retryable failure is dead-lettered. Default 3.
+    pub max_attempts: u32,
+    /// Delay before a retry.
+    pub backoff: Backoff,
+    /// Whether failures go to the dead-letter topic (`<topic>_dlq`); when off, they are
+    /// dropped with a log line. Default on.
+    pub dead_letter: bool,
+    /// Treat every failure as retryable (rejects become nacks). Default off.
+    pub retry_every_error: bool,
+}
+
+impl SubscriptionConfig {
+    /// The defaults for reading `topic` as `group`.
+    pub fn new(topic: impl Into<String>, group: impl Into<String>) -> Self {
+        SubscriptionConfig {
+            topic: topic.into(),
+            group: group.into(),
+            batch_size: 10,
+            visibility_timeout: Duration::from_secs(60),
+            max_attempts: 3,
+            backoff: Backoff::default(),
+            dead_letter: true,
+            retry_every_error: false,
+        }
+    }
+
+    /// The dead-letter-consumer preset: no dead-letter stream of its own, 1000 attempts, every
+    /// error retried.
+    pub fn dead_letter_consumer(topic: impl Into<String>, group: impl Into<String>) -> Self {
+        SubscriptionConfig {
+            max_attempts: 1000,
+            dead_letter: false,
+            retry_every_error: true,
+            ..SubscriptionConfig::new(topic, group)
+        }
+    }
+}
+
 /// Publishes encoded messages on logical topic keys. The backend maps a key to its stream.
 pub trait Publisher: Send + Sync {
     /// Publish `message` on `topic`, idempotently on (topic, partition key, id).

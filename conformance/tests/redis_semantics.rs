@@ -1,0 +1,89 @@
+//! The backend suite (`keyway_conformance::backend_suite`) on Redis: each check on a fresh
+//! `redis-server` of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyway_conformance::backend_suite::{self, BackendUnderTest, ConsumerHandle};
+use keyway_runtime::redis::{
+    Config, EmbeddedOptions, EmbeddedRedis, RedisBackend, Registry, Shutdown,
+};
+use keyway_runtime::transport::{Handler, SubscriptionConfig};
+
+struct RedisUnderTest {
+    backend: RedisBackend,
+    _server: EmbeddedRedis,
+}
+
+impl BackendUnderTest for RedisUnderTest {
+    type Publisher = RedisBackend;
+
+    fn publisher(&self) -> RedisBackend {
+        self.backend.clone()
+    }
+
+    fn consume<H: Handler + 'static>(
+        &self,
+        sub: SubscriptionConfig,
+        handler: Arc<H>,
+    ) -> ConsumerHandle {
+        let (trigger, shutdown) = Shutdown::new();
+        let backend = self.backend.clone();
+        let task = tokio::spawn(async move { backend.run(sub, handler, shutdown).await });
+        let abort = task.abort_handle();
+        ConsumerHandle::new(
+            move || {
+                Box::pin(async move {
+                    trigger.trigger();
+                    task.await.expect("consumer task").expect("consumer loop");
+                })
+            },
+            move || abort.abort(),
+        )
+    }
+}
+
+async fn redis() -> RedisUnderTest {
+    let server = EmbeddedRedis::start(EmbeddedOptions {
+        append_only: false,
+        ..Default::default()
+    })
+    .expect("redis-server starts");
+    let mut config = Config {
+        redis: Default::default(),
+        registry: Registry::identity(["orders"]).unwrap(),
+        subscriptions: Default::default(),
+    };
+    config.redis.url = server.url();
+    config.redis.shutdown_deadline = Duration::from_secs(2);
+    let (backend, _) = RedisBackend::connect(config).await.expect("connects");
+    RedisUnderTest {
+        backend,
+        _server: server,
+    }
+}
+
+macro_rules! suite {
+    ($($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let backend = redis().await;
+                backend_suite::$check(&backend).await;
+            }
+        )*
+    };
+}
+
+suite!(
+    dedup_outlives_consumption,
+    concurrent_publishers_of_one_id,
+    per_key_order_across_consumers,
+    groups_are_independent,
+    nack_backoff_then_dead_letter,
+    reject_dead_letters_with_detail,
+    reject_without_dead_letters_drops,
+    postpone_holds_its_key,
+    crashed_worker_is_redelivered,
+    extend_prevents_redelivery,
+);

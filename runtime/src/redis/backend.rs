@@ -1,0 +1,1070 @@
+//! The Redis Streams backend: publishing through the dedup script, and the consume loop that
+//! drives a [`Handler`] with the claim and settle scripts.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::prelude::{Builder, Client, ReconnectPolicy, Value};
+use fred::prelude::{
+    ClientLike, Config as FredConfig, Error as FredError, ErrorKind as FredErrorKind,
+};
+use fred::types::scripts::Script;
+use fred::types::{ClusterHash, CustomCommand};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::config::{Config, EvictionCheck, SubscriptionConfig, DEAD_LETTER_SUFFIX};
+use super::scripts;
+use crate::metrics::Metrics;
+use crate::topic::is_valid_topic_name;
+use crate::transport::{
+    BoxFuture, Delivery, Failure, Handler, Lease, Metadata, Outcome, OutgoingMessage,
+    PublishReceipt, Publisher, TransportError, TransportErrorKind,
+};
+
+/// The hash tag of a stream: its name without `_dlq` suffixes, so a stream, its dead-letter
+/// stream and every group's keys share one hash slot.
+fn hash_tag(stream: &str) -> &str {
+    let mut tag = stream;
+    while let Some(base) = tag.strip_suffix(DEAD_LETTER_SUFFIX) {
+        if base.is_empty() {
+            break;
+        }
+        tag = base;
+    }
+    tag
+}
+
+fn stream_key(prefix: &str, stream: &str) -> String {
+    format!("{prefix}:{{{}}}:s:{stream}", hash_tag(stream))
+}
+
+fn dedup_key(prefix: &str, stream: &str, partition_key: &str, id: &str) -> String {
+    format!(
+        "{prefix}:{{{}}}:d:{stream}:{}:{partition_key}:{id}",
+        hash_tag(stream),
+        partition_key.len()
+    )
+}
+
+/// The nine keys of a group script, in the order `scripts` documents.
+#[derive(Debug, Clone)]
+struct GroupKeys {
+    keys: Vec<String>,
+}
+
+impl GroupKeys {
+    fn new(prefix: &str, stream: &str, group: &str) -> Self {
+        let tag = hash_tag(stream);
+        let g = |part: &str| format!("{prefix}:{{{tag}}}:g:{stream}:{group}:{part}");
+        GroupKeys {
+            keys: vec![
+                stream_key(prefix, stream),
+                g("heads"),
+                g("waiting"),
+                g("due"),
+                g("held"),
+                g("attempts"),
+                g("errors"),
+                g("pks"),
+                stream_key(prefix, &format!("{stream}{DEAD_LETTER_SUFFIX}")),
+            ],
+        }
+    }
+
+    fn stream(&self) -> &str {
+        &self.keys[0]
+    }
+
+    fn held(&self) -> &str {
+        &self.keys[4]
+    }
+}
+
+/// Map a client error to a transport error, keeping what a caller can act on.
+fn transport_error(e: FredError) -> TransportError {
+    let details = e.details();
+    let kind = match e.kind() {
+        FredErrorKind::IO | FredErrorKind::Canceled => TransportErrorKind::Connection,
+        FredErrorKind::Timeout => TransportErrorKind::Timeout,
+        _ if [
+            "LOADING",
+            "BUSY",
+            "TRYAGAIN",
+            "CLUSTERDOWN",
+            "MASTERDOWN",
+            "READONLY",
+        ]
+        .iter()
+        .any(|p| details.starts_with(p)) =>
+        {
+            TransportErrorKind::Busy
+        }
+        FredErrorKind::InvalidArgument | FredErrorKind::InvalidCommand => {
+            TransportErrorKind::Invalid
+        }
+        _ => TransportErrorKind::Other,
+    };
+    TransportError::new(kind, format!("redis: {e}"))
+}
+
+fn protocol_error(what: &str) -> TransportError {
+    TransportError::new(
+        TransportErrorKind::Other,
+        format!("redis: unexpected reply to {what}"),
+    )
+}
+
+/// What the server reported at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preflight {
+    /// `maxmemory-policy`, when `CONFIG GET` is allowed.
+    pub maxmemory_policy: Option<String>,
+    /// `appendonly`.
+    pub appendonly: Option<String>,
+    /// `appendfsync`.
+    pub appendfsync: Option<String>,
+    /// Problems found, each one line.
+    pub warnings: Vec<String>,
+}
+
+/// Stops consume loops: trigger it, and each loop stops reading and finishes or releases what
+/// it has in flight within the configured deadline.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    rx: watch::Receiver<bool>,
+}
+
+/// The sending half of [`Shutdown`].
+#[derive(Debug)]
+pub struct ShutdownTrigger {
+    tx: watch::Sender<bool>,
+}
+
+impl Shutdown {
+    /// A new signal and its trigger.
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (ShutdownTrigger { tx }, Shutdown { rx })
+    }
+
+    /// Whether shutdown was triggered.
+    pub fn is_triggered(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Wait until shutdown is triggered (or its trigger is dropped).
+    pub async fn wait(&mut self) {
+        let _ = self.rx.wait_for(|v| *v).await;
+    }
+}
+
+impl ShutdownTrigger {
+    /// Ask every loop holding the matching [`Shutdown`] to stop.
+    pub fn trigger(&self) {
+        let _ = self.tx.send(true);
+    }
+}
+
+struct Scripts {
+    publish: Script,
+    claim: Script,
+    recover: Script,
+    settle: Script,
+    trim: Script,
+}
+
+struct Inner {
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    scripts: Scripts,
+    consumers: AtomicU64,
+}
+
+/// The Redis Streams backend. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("url", &self.inner.config.redis.url)
+            .finish()
+    }
+}
+
+async fn connect_client(url: &str) -> Result<Client, TransportError> {
+    let config = FredConfig::from_url(url).map_err(|e| {
+        TransportError::new(
+            TransportErrorKind::Invalid,
+            format!("redis url {url:?}: {e}"),
+        )
+    })?;
+    let client = Builder::from_config(config)
+        .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(5);
+            c.max_command_attempts = 3;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_secs(10);
+        })
+        .build()
+        .map_err(transport_error)?;
+    client.init().await.map_err(transport_error)?;
+    Ok(client)
+}
+
+impl RedisBackend {
+    /// Connect and run the preflight checks: refuse to start when the eviction policy is not
+    /// `noeviction` and the configuration says to refuse; otherwise log what was found.
+    pub async fn connect(config: Config) -> Result<(RedisBackend, Preflight), TransportError> {
+        let client = connect_client(&config.redis.url).await?;
+        let backend = RedisBackend {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                metrics: Arc::new(Metrics::new()),
+                scripts: Scripts {
+                    publish: Script::from_lua(scripts::PUBLISH),
+                    claim: Script::from_lua(scripts::claim()),
+                    recover: Script::from_lua(scripts::recover()),
+                    settle: Script::from_lua(scripts::settle()),
+                    trim: Script::from_lua(scripts::TRIM),
+                },
+                consumers: AtomicU64::new(0),
+            }),
+        };
+        let preflight = backend.preflight().await;
+        for warning in &preflight.warnings {
+            tracing::warn!("{warning}");
+        }
+        if backend.inner.config.redis.eviction_policy == EvictionCheck::Refuse
+            && preflight.maxmemory_policy.as_deref() != Some("noeviction")
+        {
+            return Err(TransportError::new(
+                TransportErrorKind::Invalid,
+                format!(
+                    "refusing to start: maxmemory-policy is {:?}, not \"noeviction\" (an evicted dedup key is a silent duplicate, an evicted stream is lost data)",
+                    preflight.maxmemory_policy.as_deref().unwrap_or("unknown")
+                ),
+            ));
+        }
+        Ok((backend, preflight))
+    }
+
+    /// Counters and latency histograms of this backend.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The client, for operations outside the queue model (tests, tools).
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    async fn command(&self, cmd: &'static str, args: Vec<Value>) -> Result<Value, TransportError> {
+        self.inner
+            .client
+            .custom(
+                CustomCommand::new_static(cmd, ClusterHash::FirstKey, false),
+                args,
+            )
+            .await
+            .map_err(transport_error)
+    }
+
+    async fn config_get(&self, name: &str) -> Option<String> {
+        let reply = self
+            .command("CONFIG", vec!["GET".into(), name.into()])
+            .await
+            .ok()?;
+        match reply {
+            Value::Array(items) => items.get(1).and_then(Value::as_string),
+            Value::Map(map) => map.inner().values().next().and_then(Value::as_string),
+            _ => None,
+        }
+    }
+
+    /// Read the server settings that decide whether data can be lost.
+    pub async fn preflight(&self) -> Preflight {
+        let mut p = Preflight {
+            maxmemory_policy: self.config_get("maxmemory-policy").await,
+            appendonly: self.config_get("appendonly").await,
+            appendfsync: self.config_get("appendfsync").await,
+            warnings: Vec::new(),
+        };
+        match p.maxmemory_policy.as_deref() {
+            Some("noeviction") => {}
+            Some(policy) => p.warnings.push(format!(
+                "maxmemory-policy is {policy:?}: under memory pressure Redis may evict dedup keys (silent duplicates) or streams (lost messages); use \"noeviction\""
+            )),
+            None => p.warnings.push(
+                "could not read maxmemory-policy (CONFIG GET refused?): make sure it is \"noeviction\"".into(),
+            ),
+        }
+        match (p.appendonly.as_deref(), p.appendfsync.as_deref()) {
+            (Some("yes"), Some("always")) => {}
+            (Some("yes"), Some(fsync)) => p.warnings.push(format!(
+                "appendfsync is {fsync:?}: a crash can lose up to a second of acknowledged publishes and acks"
+            )),
+            (Some("no"), _) => p.warnings.push(
+                "appendonly is off: a restart loses every message the server holds".into(),
+            ),
+            _ => {}
+        }
+        p
+    }
+
+    fn stream_of(&self, topic: &str) -> Result<String, TransportError> {
+        self.inner.config.registry.stream(topic).ok_or_else(|| {
+            TransportError::new(
+                TransportErrorKind::Invalid,
+                format!("topic key {topic:?} is not in the registry"),
+            )
+        })
+    }
+
+    /// Run `handler` on the deliveries of subscription `sub` until `shutdown`; then finish or
+    /// release what is in flight within the shutdown deadline.
+    pub async fn run<H: Handler + 'static>(
+        &self,
+        sub: SubscriptionConfig,
+        handler: Arc<H>,
+        mut shutdown: Shutdown,
+    ) -> Result<(), TransportError> {
+        if !is_valid_topic_name(&sub.group) {
+            return Err(TransportError::new(
+                TransportErrorKind::Invalid,
+                format!(
+                    "consumer group {:?} is not a valid name ([a-z0-9_-]{{1,255}})",
+                    sub.group
+                ),
+            ));
+        }
+        let stream = self.stream_of(&sub.topic)?;
+        let keys = Arc::new(GroupKeys::new(
+            &self.inner.config.redis.key_prefix,
+            &stream,
+            &sub.group,
+        ));
+        self.ensure_group(keys.stream(), &sub.group).await?;
+        let consumer: Arc<str> = format!(
+            "c-{}-{}-{}",
+            std::process::id(),
+            self.inner.consumers.fetch_add(1, Ordering::SeqCst),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        )
+        .into();
+        let sub = Arc::new(sub);
+        let ctx = Arc::new(LoopContext {
+            backend: self.clone(),
+            keys: keys.clone(),
+            sub: sub.clone(),
+            consumer: consumer.clone(),
+        });
+
+        // Wake-ups for new entries, from a blocking read on a connection of its own.
+        let notify = Arc::new(Notify::new());
+        let waker = AbortOnDrop(tokio::spawn(wake_on_new_entries(
+            self.inner.config.redis.url.clone(),
+            keys.stream().to_owned(),
+            notify.clone(),
+        )));
+
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut in_flight: HashMap<tokio::task::Id, (String, u64)> = HashMap::new();
+        let mut recover_due = Instant::now();
+        let recover_every = (sub.visibility_timeout / 2).max(Duration::from_millis(200));
+        let mut trim_due = Instant::now() + self.inner.config.redis.trim_interval;
+        let mut error_backoff = Duration::from_millis(50);
+
+        while !shutdown.is_triggered() {
+            let mut more = false;
+            let mut sleep_for = Duration::from_secs(1);
+            let mut failed = None;
+            // This consumer's own pending entries that nobody here works on (a claim whose
+            // reply was lost in a reconnect): now and then, and after any error.
+            if Instant::now() >= recover_due && tasks.len() < sub.batch_size {
+                recover_due = Instant::now() + recover_every;
+                let busy: Vec<String> = in_flight.values().map(|(id, _)| id.clone()).collect();
+                match ctx.recover(sub.batch_size - tasks.len(), &busy).await {
+                    Ok(deliveries) => {
+                        for d in deliveries {
+                            spawn_delivery(&mut tasks, &mut in_flight, &ctx, &handler, d);
+                        }
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            let free = sub.batch_size.saturating_sub(tasks.len());
+            if free > 0 && failed.is_none() {
+                match ctx.claim(free).await {
+                    Ok(claim) => {
+                        more = !claim.deliveries.is_empty() || claim.read_full;
+                        if claim.next_due_ms >= 0 {
+                            let wait = (claim.next_due_ms - claim.now_ms).max(0) as u64;
+                            sleep_for = sleep_for.min(Duration::from_millis(wait));
+                        }
+                        for d in claim.deliveries {
+                            spawn_delivery(&mut tasks, &mut in_flight, &ctx, &handler, d);
+                        }
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            if let Some(e) = failed {
+                tracing::warn!(topic = %sub.topic, group = %sub.group, "reading deliveries failed: {e}");
+                recover_due = Instant::now();
+                sleep_for = error_backoff;
+                error_backoff = (error_backoff * 2).min(Duration::from_secs(2));
+            } else {
+                error_backoff = Duration::from_millis(50);
+            }
+            if Instant::now() >= trim_due {
+                trim_due = Instant::now() + self.inner.config.redis.trim_interval;
+                if let Err(e) = self.trim(&stream).await {
+                    tracing::warn!(stream = %stream, "trimming failed: {e}");
+                }
+            }
+            if more && tasks.len() < sub.batch_size {
+                continue;
+            }
+            tokio::select! {
+                done = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    finished(&ctx, done, &mut in_flight).await;
+                }
+                _ = notify.notified(), if tasks.len() < sub.batch_size => {}
+                _ = tokio::time::sleep(sleep_for), if tasks.len() < sub.batch_size => {}
+                _ = shutdown.wait() => {}
+            }
+        }
+
+        // Shutdown: stop reading; let in-flight deliveries finish until the deadline, then
+        // release the rest so another consumer picks them up at once.
+        drop(waker);
+        let deadline = tokio::time::sleep(self.inner.config.redis.shutdown_deadline);
+        tokio::pin!(deadline);
+        while !tasks.is_empty() {
+            tokio::select! {
+                done = tasks.join_next_with_id() => finished(&ctx, done, &mut in_flight).await,
+                _ = &mut deadline => break,
+            }
+        }
+        tasks.abort_all();
+        while let Some(done) = tasks.join_next_with_id().await {
+            if let Err(e) = &done {
+                if e.is_cancelled() {
+                    if let Some((entry, epoch)) = in_flight.remove(&e.id()) {
+                        let _ = ctx
+                            .settle(
+                                &entry,
+                                epoch,
+                                Action::Release,
+                                Duration::ZERO,
+                                "",
+                                &Metadata::new(),
+                            )
+                            .await;
+                    }
+                    continue;
+                }
+            }
+            finished(&ctx, Some(done), &mut in_flight).await;
+        }
+        Ok(())
+    }
+
+    async fn ensure_group(&self, stream_key: &str, group: &str) -> Result<(), TransportError> {
+        let created = self
+            .command(
+                "XGROUP",
+                vec![
+                    "CREATE".into(),
+                    stream_key.into(),
+                    group.into(),
+                    "0".into(),
+                    "MKSTREAM".into(),
+                ],
+            )
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Trim `stream` below what every group still needs; returns how many entries went.
+    pub async fn trim(&self, stream: &str) -> Result<u64, TransportError> {
+        let prefix = &self.inner.config.redis.key_prefix;
+        let key = stream_key(prefix, stream);
+        let groups = match self
+            .command("XINFO", vec!["GROUPS".into(), key.clone().into()])
+            .await
+        {
+            Ok(v) => v,
+            Err(e) if e.to_string().contains("no such key") => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut names = Vec::new();
+        for g in groups.into_array() {
+            let fields = g.into_array();
+            for pair in fields.chunks(2) {
+                if pair[0].as_str().as_deref() == Some("name") {
+                    if let Some(name) = pair.get(1).and_then(Value::as_string) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+        let mut keys = vec![key];
+        keys.extend(
+            names
+                .iter()
+                .map(|g| GroupKeys::new(prefix, stream, g).held().to_owned()),
+        );
+        let removed: i64 = self
+            .inner
+            .scripts
+            .trim
+            .evalsha_with_reload(&self.inner.client, keys, names)
+            .await
+            .map_err(transport_error)?;
+        Ok(removed.max(0) as u64)
+    }
+}
+
+/// Aborts a background task when dropped, so a consume loop that is itself dropped (a crash,
+/// a cancelled future) leaves nothing running.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keep blocking on `XREAD` for entries newer than the newest seen, and notify when some
+/// arrive. Runs on a connection of its own, with a finite block so it ends promptly.
+async fn wake_on_new_entries(url: String, stream_key: String, notify: Arc<Notify>) {
+    let Ok(client) = connect_client(&url).await else {
+        return;
+    };
+    let cmd = |name: &'static str, blocking| {
+        CustomCommand::new_static(name, ClusterHash::Offset(0), blocking)
+    };
+    let newest = client
+        .custom::<Value, Value>(
+            cmd("XREVRANGE", false),
+            vec![
+                stream_key.clone().into(),
+                "+".into(),
+                "-".into(),
+                "COUNT".into(),
+                "1".into(),
+            ],
+        )
+        .await;
+    let mut last = match newest {
+        Ok(v) => first_entry_id(v).unwrap_or_else(|| "0-0".to_owned()),
+        Err(_) => "0-0".to_owned(),
+    };
+    loop {
+        let reply = client
+            .custom::<Value, Value>(
+                cmd("XREAD", true),
+                vec![
+                    "BLOCK".into(),
+                    "1000".into(),
+                    "COUNT".into(),
+                    "100".into(),
+                    "STREAMS".into(),
+                    stream_key.clone().into(),
+                    last.clone().into(),
+                ],
+            )
+            .await;
+        match reply {
+            Ok(Value::Null) => {}
+            Ok(v) => {
+                if let Some(id) = newest_in_xread(v) {
+                    last = id;
+                    notify.notify_one();
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn first_entry_id(v: Value) -> Option<String> {
+    v.into_array()
+        .into_iter()
+        .next()?
+        .into_array()
+        .into_iter()
+        .next()?
+        .as_string()
+}
+
+/// The id of the last entry in an `XREAD` reply (RESP2 array or RESP3 map).
+fn newest_in_xread(v: Value) -> Option<String> {
+    let entries = match v {
+        Value::Map(map) => map.inner().into_values().next()?,
+        other => other
+            .into_array()
+            .into_iter()
+            .next()?
+            .into_array()
+            .into_iter()
+            .nth(1)?,
+    };
+    entries
+        .into_array()
+        .into_iter()
+        .last()?
+        .into_array()
+        .into_iter()
+        .next()?
+        .as_string()
+}
+
+impl Publisher for RedisBackend {
+    fn publish(
+        &self,
+        topic: &str,
+        message: OutgoingMessage,
+    ) -> impl Future<Output = Result<PublishReceipt, TransportError>> + Send {
+        let backend = self.clone();
+        let topic = topic.to_owned();
+        async move {
+            let stream = backend.stream_of(&topic)?;
+            let prefix = &backend.inner.config.redis.key_prefix;
+            let keys = vec![
+                stream_key(prefix, &stream),
+                dedup_key(prefix, &stream, &message.partition_key, message.id.as_str()),
+            ];
+            let mut args: Vec<Value> = vec![
+                (backend.inner.config.redis.dedup_ttl.as_millis() as i64).into(),
+                message.id.as_str().into(),
+                message.partition_key.as_str().into(),
+                Value::Bytes(message.payload.into()),
+            ];
+            for (k, v) in &message.metadata {
+                args.push(k.as_str().into());
+                args.push(v.as_str().into());
+            }
+            let reply: Value = backend
+                .inner
+                .scripts
+                .publish
+                .evalsha_with_reload(&backend.inner.client, keys, args)
+                .await
+                .map_err(transport_error)?;
+            let receipt = match reply {
+                Value::Integer(0) => PublishReceipt::Duplicate,
+                Value::String(_) | Value::Bytes(_) => PublishReceipt::Published,
+                _ => return Err(protocol_error("the publish script")),
+            };
+            let result = match receipt {
+                PublishReceipt::Published => "published",
+                PublishReceipt::Duplicate => "duplicate",
+            };
+            backend.inner.metrics.count(
+                "keyway_publish_total",
+                &[("topic", &topic), ("result", result)],
+                1,
+            );
+            Ok(receipt)
+        }
+    }
+}
+
+/// A delivery as the claim script hands it out.
+#[derive(Debug, Clone)]
+struct Claimed {
+    entry: String,
+    epoch: u64,
+    attempt: u32,
+    fields: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone)]
+struct ClaimReply {
+    deliveries: Vec<Claimed>,
+    next_due_ms: i64,
+    now_ms: i64,
+    read_full: bool,
+}
+
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.to_string()),
+        Value::Bytes(b) => String::from_utf8(b.to_vec()).ok(),
+        Value::Integer(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn as_number(v: &Value) -> Option<i64> {
+    match v {
+        Value::Integer(i) => Some(*i),
+        other => as_text(other)?.parse().ok(),
+    }
+}
+
+fn parse_deliveries(v: Value) -> Result<Vec<Claimed>, TransportError> {
+    let mut out = Vec::new();
+    for d in v.into_array() {
+        let mut parts = d.into_array().into_iter();
+        let (Some(entry), Some(epoch), Some(attempt), Some(fields)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(protocol_error("the claim script"));
+        };
+        let raw = fields.into_array();
+        let mut pairs = Vec::with_capacity(raw.len() / 2);
+        for kv in raw.chunks(2) {
+            let key = as_text(&kv[0]).ok_or_else(|| protocol_error("a stream entry"))?;
+            let value = kv
+                .get(1)
+                .and_then(|v| v.as_bytes().map(<[u8]>::to_vec))
+                .unwrap_or_default();
+            pairs.push((key, value));
+        }
+        out.push(Claimed {
+            entry: as_text(&entry).ok_or_else(|| protocol_error("the claim script"))?,
+            epoch: as_number(&epoch).unwrap_or(0) as u64,
+            attempt: as_number(&attempt).unwrap_or(1) as u32,
+            fields: pairs,
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Ack,
+    Nack,
+    Postpone,
+    Reject,
+    Release,
+    Extend,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Ack => "ack",
+            Action::Nack => "nack",
+            Action::Postpone => "postpone",
+            Action::Reject => "reject",
+            Action::Release => "release",
+            Action::Extend => "extend",
+        }
+    }
+}
+
+/// What one consume loop shares with its delivery tasks.
+struct LoopContext {
+    backend: RedisBackend,
+    keys: Arc<GroupKeys>,
+    sub: Arc<SubscriptionConfig>,
+    consumer: Arc<str>,
+}
+
+impl LoopContext {
+    fn head_args(&self) -> Vec<Value> {
+        vec![
+            self.sub.group.as_str().into(),
+            (*self.consumer).into(),
+            self.sub.topic.as_str().into(),
+            if self.sub.dead_letter { "1" } else { "0" }.into(),
+            (self.sub.max_attempts as i64).into(),
+        ]
+    }
+
+    async fn claim(&self, count: usize) -> Result<ClaimReply, TransportError> {
+        let mut args = self.head_args();
+        args.push((count as i64).into());
+        args.push((self.sub.visibility_timeout.as_millis() as i64).into());
+        let reply: Value = self
+            .backend
+            .inner
+            .scripts
+            .claim
+            .evalsha_with_reload(&self.backend.inner.client, self.keys.keys.clone(), args)
+            .await
+            .map_err(transport_error)?;
+        let mut parts = reply.into_array().into_iter();
+        let deliveries = parse_deliveries(
+            parts
+                .next()
+                .ok_or_else(|| protocol_error("the claim script"))?,
+        )?;
+        let next_due_ms = parts.next().as_ref().and_then(as_number).unwrap_or(-1);
+        let now_ms = parts.next().as_ref().and_then(as_number).unwrap_or(0);
+        let _last = parts.next();
+        let read_full = parts.next().as_ref().and_then(as_number) == Some(1);
+        Ok(ClaimReply {
+            deliveries,
+            next_due_ms,
+            now_ms,
+            read_full,
+        })
+    }
+
+    async fn recover(
+        &self,
+        count: usize,
+        in_flight: &[String],
+    ) -> Result<Vec<Claimed>, TransportError> {
+        let mut args = self.head_args();
+        args.push((count as i64).into());
+        args.extend(in_flight.iter().map(|id| Value::from(id.as_str())));
+        let reply: Value = self
+            .backend
+            .inner
+            .scripts
+            .recover
+            .evalsha_with_reload(&self.backend.inner.client, self.keys.keys.clone(), args)
+            .await
+            .map_err(transport_error)?;
+        parse_deliveries(reply)
+    }
+
+    /// Run the settle script, retrying transport failures a few times. A delivery that cannot
+    /// be settled stays pending and is redelivered after the visibility timeout.
+    async fn settle(
+        &self,
+        entry: &str,
+        epoch: u64,
+        action: Action,
+        delay: Duration,
+        reason: &str,
+        detail: &Metadata,
+    ) -> Result<String, TransportError> {
+        let mut args = self.head_args();
+        args.push(entry.into());
+        args.push((epoch as i64).into());
+        args.push(action.as_str().into());
+        args.push((delay.as_millis() as i64).into());
+        args.push(reason.into());
+        for (k, v) in detail {
+            args.push(k.as_str().into());
+            args.push(v.as_str().into());
+        }
+        let mut wait = Duration::from_millis(50);
+        let mut tries = 0;
+        loop {
+            let result: Result<Value, FredError> = self
+                .backend
+                .inner
+                .scripts
+                .settle
+                .evalsha_with_reload(
+                    &self.backend.inner.client,
+                    self.keys.keys.clone(),
+                    args.clone(),
+                )
+                .await;
+            match result {
+                Ok(v) => return as_text(&v).ok_or_else(|| protocol_error("the settle script")),
+                Err(e) => {
+                    let e = transport_error(e);
+                    tries += 1;
+                    if !e.is_retryable() || tries >= 4 {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+    }
+
+    async fn process<H: Handler>(self: Arc<Self>, claimed: Claimed, handler: Arc<H>) {
+        let mut delivery = Delivery {
+            topic: self.sub.topic.clone(),
+            id: String::new(),
+            partition_key: String::new(),
+            payload: Vec::new(),
+            metadata: Metadata::new(),
+            published_at_ms: 0,
+            attempt: claimed.attempt,
+            lease: Arc::new(RedisLease {
+                ctx: self.clone(),
+                entry: claimed.entry.clone(),
+                epoch: claimed.epoch,
+            }),
+        };
+        for (key, value) in claimed.fields {
+            match key.as_str() {
+                "id" => delivery.id = String::from_utf8_lossy(&value).into_owned(),
+                "pk" => delivery.partition_key = String::from_utf8_lossy(&value).into_owned(),
+                "at" => {
+                    delivery.published_at_ms = String::from_utf8_lossy(&value).parse().unwrap_or(0)
+                }
+                "payload" => delivery.payload = value,
+                _ => {
+                    if let Some(name) = key.strip_prefix("m:") {
+                        delivery.metadata.insert(
+                            name.to_owned(),
+                            String::from_utf8_lossy(&value).into_owned(),
+                        );
+                    }
+                }
+            }
+        }
+        let span = tracing::info_span!(
+            "delivery",
+            topic = %self.sub.topic,
+            group = %self.sub.group,
+            id = %delivery.id,
+            partition_key = %delivery.partition_key,
+            attempt = delivery.attempt,
+        );
+        let started = Instant::now();
+        let outcome = handler.handle(&delivery).instrument(span.clone()).await;
+        let elapsed = started.elapsed();
+
+        let empty = Metadata::new();
+        let (action, delay, failure) = match &outcome {
+            Outcome::Ack => (Action::Ack, Duration::ZERO, None),
+            Outcome::Postpone(d) => (Action::Postpone, *d, None),
+            Outcome::Nack(f) => (
+                Action::Nack,
+                self.sub.backoff.delay(delivery.attempt),
+                Some(f),
+            ),
+            Outcome::Reject(f) if self.sub.retry_every_error => (
+                Action::Nack,
+                self.sub.backoff.delay(delivery.attempt),
+                Some(f),
+            ),
+            Outcome::Reject(f) => (Action::Reject, Duration::ZERO, Some(f)),
+        };
+        let (reason, detail) =
+            failure.map_or(("", &empty), |f: &Failure| (f.reason.as_str(), &f.detail));
+        let labels = [
+            ("topic", self.sub.topic.as_str()),
+            ("group", self.sub.group.as_str()),
+            ("outcome", action.as_str()),
+        ];
+        let metrics = &self.backend.inner.metrics;
+        metrics.observe("keyway_handler_seconds", &labels, elapsed);
+        metrics.count("keyway_deliveries_total", &labels, 1);
+        match self.settle(&claimed.entry, claimed.epoch, action, delay, reason, detail).await {
+            Ok(result) => match result.as_str() {
+                "dead" => metrics.count(
+                    "keyway_dead_letters_total",
+                    &[("topic", self.sub.topic.as_str()), ("group", self.sub.group.as_str())],
+                    1,
+                ),
+                "dropped" => span.in_scope(|| {
+                    tracing::warn!(reason, "delivery failed and the subscription has no dead-letter stream: dropped")
+                }),
+                "stale" => span.in_scope(|| {
+                    tracing::warn!("settling refused: the delivery was reclaimed by another consumer (visibility timeout)")
+                }),
+                _ => {}
+            },
+            Err(e) => span.in_scope(|| {
+                tracing::warn!("settling failed, the delivery will be redelivered after the visibility timeout: {e}")
+            }),
+        }
+    }
+}
+
+fn spawn_delivery<H: Handler + 'static>(
+    tasks: &mut JoinSet<()>,
+    in_flight: &mut HashMap<tokio::task::Id, (String, u64)>,
+    ctx: &Arc<LoopContext>,
+    handler: &Arc<H>,
+    claimed: Claimed,
+) {
+    let entry = (claimed.entry.clone(), claimed.epoch);
+    let handle = tasks.spawn(ctx.clone().process(claimed, handler.clone()));
+    in_flight.insert(handle.id(), entry);
+}
+
+/// A finished delivery task: forget it; a handler that panicked nacks its delivery.
+async fn finished(
+    ctx: &LoopContext,
+    done: Option<Result<(tokio::task::Id, ()), tokio::task::JoinError>>,
+    in_flight: &mut HashMap<tokio::task::Id, (String, u64)>,
+) {
+    match done {
+        Some(Ok((id, ()))) => {
+            in_flight.remove(&id);
+        }
+        Some(Err(e)) => {
+            if let Some((entry, epoch)) = in_flight.remove(&e.id()) {
+                if e.is_panic() {
+                    let reason = "the handler panicked";
+                    tracing::error!(topic = %ctx.sub.topic, entry = %entry, "{reason}");
+                    let _ = ctx
+                        .settle(
+                            &entry,
+                            epoch,
+                            Action::Nack,
+                            ctx.sub.backoff.delay(1),
+                            reason,
+                            &Metadata::new(),
+                        )
+                        .await;
+                }
+            }
+        }
+        None => {}
+    }
+}
+
+struct RedisLease {
+    ctx: Arc<LoopContext>,
+    entry: String,
+    epoch: u64,
+}
+
+impl Lease for RedisLease {
+    /// Resets the entry's idle clock in the PEL: the delivery is safe for one more visibility
+    /// timeout from now, whatever `by` asks (the PEL has no per-entry deadline to set).
+    fn extend(&self, _by: Duration) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(async move {
+            match self
+                .ctx
+                .settle(
+                    &self.entry,
+                    self.epoch,
+                    Action::Extend,
+                    Duration::ZERO,
+                    "",
+                    &Metadata::new(),
+                )
+                .await?
+                .as_str()
+            {
+                "ok" => Ok(()),
+                _ => Err(TransportError::new(
+                    TransportErrorKind::Invalid,
+                    "the delivery was already reclaimed by another consumer",
+                )),
+            }
+        })
+    }
+}

@@ -1,0 +1,239 @@
+//! A `redis-server` child process on a free loopback port, in a directory of its own: what the
+//! demo runs on when no `REDIS_URL` is given, and what tests kill and restart.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How to start the server.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Turn on the append-only file with `appendfsync always`, so every acknowledged write
+    /// survives a SIGKILL. Default on.
+    pub append_only: bool,
+    /// Extra `redis-server` arguments, such as `["--maxmemory-policy", "allkeys-lru"]`.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            append_only: true,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// The server could not be started.
+#[derive(Debug)]
+pub struct EmbeddedError(String);
+
+impl std::fmt::Display for EmbeddedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EmbeddedError {}
+
+/// A running `redis-server`; killed, and its directory removed, on drop.
+#[derive(Debug)]
+pub struct EmbeddedRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    binary: PathBuf,
+    options: EmbeddedOptions,
+}
+
+/// The `redis-server` binary: `KEYWAY_REDIS_SERVER`, or `redis-server` on `PATH`.
+fn find_binary() -> Result<PathBuf, EmbeddedError> {
+    if let Some(path) = std::env::var_os("KEYWAY_REDIS_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            EmbeddedError(
+                "redis-server was not found on PATH. Install it (Debian/Ubuntu: `apt-get install redis-server`; \
+                 macOS: `brew install redis`), point KEYWAY_REDIS_SERVER at the binary, or set REDIS_URL to use a \
+                 running server"
+                    .into(),
+            )
+        })
+}
+
+fn free_port() -> Result<u16, EmbeddedError> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| EmbeddedError(format!("no free loopback port: {e}")))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| EmbeddedError(format!("no free loopback port: {e}")))
+}
+
+fn scratch_dir() -> Result<PathBuf, EmbeddedError> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "keyway-redis-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| EmbeddedError(format!("cannot create {}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+impl EmbeddedRedis {
+    /// Start a server and wait until it answers `PING`.
+    pub fn start(options: EmbeddedOptions) -> Result<Self, EmbeddedError> {
+        let binary = find_binary()?;
+        let dir = scratch_dir()?;
+        let mut last_error = None;
+        // A port found free can be taken before the server binds it: try a few.
+        for _ in 0..5 {
+            let mut server = EmbeddedRedis {
+                child: None,
+                port: free_port()?,
+                dir: dir.clone(),
+                binary: binary.clone(),
+                options: options.clone(),
+            };
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                Err(e) => {
+                    server
+                        .child
+                        .take()
+                        .map(|mut c| c.kill().and_then(|_| c.wait()));
+                    last_error = Some(e);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Err(last_error.unwrap_or_else(|| EmbeddedError("redis-server did not start".into())))
+    }
+
+    fn spawn(&mut self) -> Result<(), EmbeddedError> {
+        let append = if self.options.append_only {
+            "yes"
+        } else {
+            "no"
+        };
+        let child = Command::new(&self.binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                append,
+                "--appendfsync",
+                "always",
+            ])
+            .args(["--daemonize", "no", "--logfile", "redis.log"])
+            .args(["--maxmemory-policy", "noeviction"])
+            .args(&self.options.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| EmbeddedError(format!("cannot run {}: {e}", self.binary.display())))?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(20))
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), EmbeddedError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(EmbeddedError(format!(
+                        "redis-server exited with {status} (see {})",
+                        self.dir.join("redis.log").display()
+                    )));
+                }
+            }
+            if ping(self.port) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(EmbeddedError(format!(
+                    "redis-server on port {} did not answer PING within {timeout:?}",
+                    self.port
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// SIGKILL the server (no shutdown, no final fsync) and wait for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start the server again on the same port and directory (it reloads its append-only
+    /// file).
+    pub fn restart(&mut self) -> Result<(), EmbeddedError> {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                // The port may linger briefly after a kill.
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => {
+                    self.kill();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for EmbeddedRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether a server on `port` answers `PING` with `PONG` (not `LOADING`).
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}

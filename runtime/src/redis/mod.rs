@@ -1,0 +1,49 @@
+//! A queue backend on Redis Streams (Redis 7.0 or newer), with the delivery model of
+//! [`crate::transport`]: idempotent publish, consumer groups, one-at-a-time processing per
+//! partition key, retries with backoff, postponement, visibility timeouts and atomic dead
+//! letters.
+//!
+//! # Key layout
+//!
+//! Every key starts with the configured prefix (`kw`) and carries a hash tag: the stream name
+//! without any `_dlq` suffix. So a stream, its dead-letter stream and all its groups' state
+//! live in one hash slot, and every script touches keys of one slot only (Redis Cluster needs
+//! no other layout).
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `kw:{s}:s:<stream>` | stream | messages: fields `id`, `pk`, `at` (ms), `payload`, `m:<metadata key>` |
+//! | `kw:{s}:d:<stream>:<len(pk)>:<pk>:<id>` | string, TTL | publish dedup; outlives consumption |
+//! | `kw:{s}:g:<stream>:<group>:heads` | hash | partition key → entry being worked on |
+//! | `kw:{s}:g:<stream>:<group>:waiting` | zset | entries parked behind their key's head |
+//! | `kw:{s}:g:<stream>:<group>:due` | zset | entries to deliver again at a time (retry, postpone) |
+//! | `kw:{s}:g:<stream>:<group>:held` | zset | every waiting or due entry (trim bound) |
+//! | `kw:{s}:g:<stream>:<group>:attempts` / `errors` / `pks` | hash | per entry: failed attempts, last error, partition key |
+//! | `kw:{s}:s:<stream>_dlq` | stream | dead letters: the original fields plus `m:dlq.original_topic`, `m:dlq.failure_count`, `m:dlq.last_error`, `m:dlq.failed_at`, `m:dlq.stream_entry`, `m:dlq.detail.*` |
+//!
+//! The scripts and the invariants they keep are in `scripts.rs`, next to the Lua.
+//!
+//! # Facts of Redis that shape this
+//!
+//! - `XACK` does not check the consumer: every settle is fenced in a script on the PEL's
+//!   consumer and delivery count.
+//! - `XCLAIM … TIME` cannot schedule a future redelivery: retries and postponements wait in the
+//!   `due` set and are re-claimed with `XCLAIM … FORCE`.
+//! - `XADD MAXLEN` and `XTRIM` drop pending entries: streams are never capped on publish, only
+//!   trimmed below what every group still needs; an entry deleted underneath anyway becomes a
+//!   tombstone dead letter.
+//! - The client re-sends in-flight commands after a reconnect: publishing only goes through the
+//!   dedup script, and a consumer regularly re-reads its own pending entries so a claim whose
+//!   reply was lost strands nothing.
+//! - Blocking reads get their own connection and a 1 s block, so shutdown is prompt.
+
+mod backend;
+pub mod config;
+pub mod embedded;
+mod scripts;
+
+pub use backend::{Preflight, RedisBackend, Shutdown, ShutdownTrigger};
+pub use config::{
+    Backoff, Config, ConfigError, EvictionCheck, RedisConfig, Registry, SubscriptionConfig,
+};
+pub use embedded::{EmbeddedOptions, EmbeddedRedis};
