@@ -257,17 +257,18 @@ impl Config {
                             }
                             "trim_interval" => redis.trim_interval = as_duration(&at, value)?,
                             "eviction_policy" => {
-                                redis.eviction_policy =
-                                    match as_str(&at, value)? {
-                                        "warn" => EvictionCheck::Warn,
-                                        "refuse" => EvictionCheck::Refuse,
-                                        other => return Err(ConfigError::new(
+                                redis.eviction_policy = match as_str(&at, value)? {
+                                    "warn" => EvictionCheck::Warn,
+                                    "refuse" => EvictionCheck::Refuse,
+                                    other => {
+                                        return Err(ConfigError::new(
                                             &at,
                                             format!(
                                                 "expected \"warn\" or \"refuse\", found {other:?}"
                                             ),
-                                        )),
+                                        ))
                                     }
+                                }
                             }
                             _ => return Err(unknown(&at)),
                         }
