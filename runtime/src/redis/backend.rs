@@ -411,8 +411,11 @@ impl RedisBackend {
                     Err(e) => failed = Some(e),
                 }
             }
+            // Refill in batches, not one slot at a time: a claim costs the same for one entry
+            // as for many.
             let free = sub.batch_size.saturating_sub(tasks.len());
-            if free > 0 && failed.is_none() {
+            let refill = free >= sub.batch_size.div_ceil(4) || tasks.is_empty();
+            if refill && failed.is_none() {
                 match ctx.claim(free).await {
                     Ok(claim) => {
                         more = !claim.deliveries.is_empty() || claim.read_full;
@@ -441,15 +444,20 @@ impl RedisBackend {
                     tracing::warn!(stream = %stream, "trimming failed: {e}");
                 }
             }
-            if more && tasks.len() < sub.batch_size {
+            let can_refill =
+                tasks.len() + sub.batch_size.div_ceil(4) <= sub.batch_size || tasks.is_empty();
+            if more && can_refill {
                 continue;
             }
             tokio::select! {
                 done = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     finished(&ctx, done, &mut in_flight).await;
+                    while let Some(done) = tasks.try_join_next_with_id() {
+                        finished(&ctx, Some(done), &mut in_flight).await;
+                    }
                 }
-                _ = notify.notified(), if tasks.len() < sub.batch_size => {}
-                _ = tokio::time::sleep(sleep_for), if tasks.len() < sub.batch_size => {}
+                _ = notify.notified(), if can_refill => {}
+                _ = tokio::time::sleep(sleep_for), if can_refill => {}
                 _ = shutdown.wait() => {}
             }
         }

@@ -1,0 +1,287 @@
+//! Throughput and latency of the Redis backend, against `redis-benchmark` doing raw `XADD` on
+//! the same server in the same run. Starts its own `redis-server` (no AOF, so the figures are
+//! about the protocol and scripts, not the disk).
+//!
+//! Run: `cargo bench -p keyway-conformance --bench redis`. `KEYWAY_BENCH_N` sets the message
+//! count (default 20000), `KEYWAY_BENCH_RATE` the offered load of the latency run (default
+//! 2000 msgs/s for 3 s).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fred::prelude::{ClientLike, Value};
+use fred::types::{ClusterHash, CustomCommand};
+use keyway_runtime::redis::{
+    Config, EmbeddedOptions, EmbeddedRedis, RedisBackend, Registry, Shutdown,
+};
+use keyway_runtime::transport::{
+    Delivery, Handler, MessageId, Outcome, OutgoingMessage, Publisher, SubscriptionConfig,
+};
+
+const CONCURRENCY: usize = 50;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// `redis-benchmark` raw XADD, 50 clients, no pipelining: requests per second and p50 latency
+/// (ms).
+fn redis_benchmark(port: u16, n: usize, payload: &str) -> (f64, f64) {
+    let out = std::process::Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-q",
+            "-n",
+            &n.to_string(),
+            "-c",
+            &CONCURRENCY.to_string(),
+        ])
+        .args(["XADD", "bench-raw", "*", "payload", payload])
+        .output()
+        .expect("redis-benchmark runs (Debian package redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "XADD bench-raw * payload ...: 51234.57 requests per second, p50=0.5 msec"
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("requests per second"))
+        .unwrap_or_else(|| panic!("cannot read redis-benchmark output: {text}"));
+    let rate = line
+        .rsplit(": ")
+        .find_map(|part| part.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("cannot read the rate in: {line}"));
+    let p50 = line
+        .split("p50=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("cannot read p50 in: {line}"));
+    (rate, p50)
+}
+
+async fn run_concurrently<F, Fut>(n: usize, f: F) -> f64
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let f = Arc::new(f);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (f, next) = (f.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                f(i).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn message(i: usize, payload: &[u8]) -> OutgoingMessage {
+    OutgoingMessage {
+        id: MessageId::new(format!("m-{i}")).unwrap(),
+        partition_key: format!("k{}", i % 64),
+        payload: payload.to_vec(),
+        metadata: [("sent_us".to_owned(), now_us().to_string())].into(),
+    }
+}
+
+struct Counter {
+    done: AtomicUsize,
+    latencies: Mutex<Vec<u64>>,
+}
+
+impl Handler for Counter {
+    async fn handle(&self, d: &Delivery) -> Outcome {
+        if let Some(sent) = d
+            .metadata
+            .get("sent_us")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            self.latencies
+                .lock()
+                .unwrap()
+                .push(now_us().saturating_sub(sent));
+        }
+        self.done.fetch_add(1, Ordering::Relaxed);
+        Outcome::Ack
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n = env("KEYWAY_BENCH_N", 20_000);
+    let rate = env("KEYWAY_BENCH_RATE", 2000);
+    let payload = "x".repeat(1024);
+    let server = EmbeddedRedis::start(EmbeddedOptions {
+        append_only: false,
+        ..Default::default()
+    })
+    .expect("redis-server starts");
+    let config = Config {
+        redis: keyway_runtime::redis::RedisConfig {
+            url: server.url(),
+            ..Default::default()
+        },
+        registry: Registry::identity(["bench", "consume", "latency"]).unwrap(),
+        subscriptions: Default::default(),
+    };
+    let (backend, _) = RedisBackend::connect(config).await.unwrap();
+
+    let (baseline, base_ms) = redis_benchmark(server.port(), n, &payload);
+
+    let b = backend.clone();
+    let body = payload.clone().into_bytes();
+    let publish = run_concurrently(n, move |i| {
+        let (b, body) = (b.clone(), body.clone());
+        async move {
+            b.publish("bench", message(i, &body)).await.unwrap();
+        }
+    })
+    .await;
+
+    let client = backend.client().clone();
+    let body = payload.clone();
+    let raw = run_concurrently(n, move |_| {
+        let (client, body) = (client.clone(), body.clone());
+        async move {
+            let _: Value = client
+                .custom::<Value, Value>(
+                    CustomCommand::new_static("XADD", ClusterHash::FirstKey, false),
+                    vec![
+                        "bench-raw-fred".into(),
+                        "*".into(),
+                        "payload".into(),
+                        body.into(),
+                    ],
+                )
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+
+    // Consume and ack a backlog of n messages.
+    let body = payload.clone().into_bytes();
+    for i in 0..n {
+        backend.publish("consume", message(i, &body)).await.unwrap();
+    }
+    let counter = Arc::new(Counter {
+        done: AtomicUsize::new(0),
+        latencies: Mutex::new(Vec::new()),
+    });
+    let (trigger, shutdown) = Shutdown::new();
+    let mut sub = SubscriptionConfig::new("consume", "bench");
+    sub.batch_size = 64;
+    let b = backend.clone();
+    let c = counter.clone();
+    let started = Instant::now();
+    let consumer = tokio::spawn(async move { b.run(sub, c, shutdown).await });
+    while counter.done.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let consume = n as f64 / started.elapsed().as_secs_f64();
+    trigger.trigger();
+    consumer.await.unwrap().unwrap();
+
+    // Latency at a fixed offered load.
+    let counter = Arc::new(Counter {
+        done: AtomicUsize::new(0),
+        latencies: Mutex::new(Vec::new()),
+    });
+    let (trigger, shutdown) = Shutdown::new();
+    let mut sub = SubscriptionConfig::new("latency", "bench");
+    sub.batch_size = 64;
+    let b = backend.clone();
+    let c = counter.clone();
+    let consumer = tokio::spawn(async move { b.run(sub, c, shutdown).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let total = rate * 3;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    let body = payload.into_bytes();
+    for i in 0..total {
+        let due = start + interval * i as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let b = backend.clone();
+        let m = message(i, &body);
+        tokio::spawn(async move { b.publish("latency", m).await.unwrap() });
+    }
+    while counter.done.load(Ordering::Relaxed) < total {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    trigger.trigger();
+    consumer.await.unwrap().unwrap();
+    let mut lat = counter.latencies.lock().unwrap().clone();
+    lat.sort_unstable();
+
+    println!(
+        "messages: {n} of 1 KiB; {CONCURRENCY} concurrent publishers; redis-server without AOF\n"
+    );
+    println!("{:<44} {:>12} {:>10}", "measure", "value", "÷ baseline");
+    println!(
+        "{:<44} {:>12.0} {:>10.2}",
+        "redis-benchmark XADD (msgs/s, baseline)", baseline, 1.0
+    );
+    println!(
+        "{:<44} {:>12.0} {:>10.2}",
+        "raw XADD through fred (msgs/s)",
+        raw,
+        raw / baseline
+    );
+    println!(
+        "{:<44} {:>12.0} {:>10.2}",
+        "publish through the dedup script (msgs/s)",
+        publish,
+        publish / baseline
+    );
+    println!(
+        "{:<44} {:>12.0} {:>10.2}",
+        "consume and ack (msgs/s)",
+        consume,
+        consume / baseline
+    );
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!(
+        "{:<44} {:>9.2} ms {:>10}",
+        "redis-benchmark XADD p50 latency (baseline)", base_ms, "1.00"
+    );
+    for (name, p) in [("p50", 0.50), ("p99", 0.99)] {
+        let v = ms(percentile(&lat, p));
+        println!(
+            "{:<44} {:>9.2} ms {:>10.2}",
+            format!("publish→handler {name} at {rate} msgs/s"),
+            v,
+            v / base_ms
+        );
+    }
+}
