@@ -1,4 +1,6 @@
-//! Generates the contract bindings from `api/` with keyway-codegen.
+//! Generates the bindings with keyway-codegen: the runway contract from `api/`, and the
+//! orchestrator's own payloads and records from `orchestrator/proto/` (a tree of its own, so the
+//! contract's topic registry holds the contract's keys only).
 fn main() -> Result<(), keyway_codegen::Error> {
     keyway_codegen::compile_protos(
         &[
@@ -6,5 +8,12 @@ fn main() -> Result<(), keyway_codegen::Error> {
             "keyway/runway/messagequeue.proto",
         ],
         &["api"],
-    )
+    )?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
+    keyway_codegen::Builder::new()
+        .out_dir(out.join("orchestrator"))
+        .compile_protos(
+            &["keyway/orchestrator/v1/messages.proto"],
+            &["orchestrator/proto", "api"],
+        )
 }

@@ -23,6 +23,25 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/_includes.rs"));
 }
 
+#[allow(unreachable_pub)]
+mod generated_orchestrator {
+    include!(concat!(env!("OUT_DIR"), "/orchestrator/_includes.rs"));
+}
+
+/// The orchestrator's own payloads and state records (`orchestrator/proto/`), with their
+/// topics: `submitqueue-merge`, `conclude`, `speculate` (`BatchRef`), `log` (`LogEvent`) and
+/// `parked` (`Parked`).
+pub mod orchestrator {
+    pub use crate::generated_orchestrator::keyway::orchestrator::v1::*;
+    pub use crate::generated_orchestrator::topics;
+
+    /// The encoded `FileDescriptorSet` of the orchestrator's protos.
+    pub const DESCRIPTOR_SET: &[u8] = crate::generated_orchestrator::FILE_DESCRIPTOR_SET;
+}
+
+#[cfg(feature = "stages")]
+pub mod stages;
+
 pub use generated::keyway::{base, runway};
 pub use generated::topics;
 

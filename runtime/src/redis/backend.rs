@@ -119,6 +119,23 @@ fn protocol_error(what: &str) -> TransportError {
     )
 }
 
+/// A message as stored in a stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// The stream entry id.
+    pub entry: String,
+    /// The message id.
+    pub id: String,
+    /// Its partition key.
+    pub partition_key: String,
+    /// When it was published (ms since the epoch, server clock).
+    pub published_at_ms: u64,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// Its metadata.
+    pub metadata: Metadata,
+}
+
 /// What the server reported at start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Preflight {
@@ -495,6 +512,61 @@ impl RedisBackend {
             finished(&ctx, Some(done), &mut in_flight).await;
         }
         Ok(())
+    }
+
+    /// Up to `count` messages of `topic`, oldest first, without consuming them (for operators'
+    /// tools such as listing parked messages).
+    pub async fn peek(&self, topic: &str, count: usize) -> Result<Vec<Stored>, TransportError> {
+        let stream = self.stream_of(topic)?;
+        let key = stream_key(&self.inner.config.redis.key_prefix, &stream);
+        let reply = self
+            .command(
+                "XRANGE",
+                vec![
+                    key.into(),
+                    "-".into(),
+                    "+".into(),
+                    "COUNT".into(),
+                    (count as i64).into(),
+                ],
+            )
+            .await?;
+        let mut out = Vec::new();
+        for entry in reply.into_array() {
+            let mut parts = entry.into_array().into_iter();
+            let entry_id = parts.next().as_ref().and_then(as_text).unwrap_or_default();
+            let mut stored = Stored {
+                entry: entry_id,
+                ..Stored::default()
+            };
+            let fields = parts.next().map(Value::into_array).unwrap_or_default();
+            for kv in fields.chunks(2) {
+                let key = as_text(&kv[0]).unwrap_or_default();
+                let value = kv
+                    .get(1)
+                    .and_then(|v| v.as_bytes().map(<[u8]>::to_vec))
+                    .unwrap_or_default();
+                match key.as_str() {
+                    "id" => stored.id = String::from_utf8_lossy(&value).into_owned(),
+                    "pk" => stored.partition_key = String::from_utf8_lossy(&value).into_owned(),
+                    "at" => {
+                        stored.published_at_ms =
+                            String::from_utf8_lossy(&value).parse().unwrap_or(0)
+                    }
+                    "payload" => stored.payload = value,
+                    _ => {
+                        if let Some(name) = key.strip_prefix("m:") {
+                            stored.metadata.insert(
+                                name.to_owned(),
+                                String::from_utf8_lossy(&value).into_owned(),
+                            );
+                        }
+                    }
+                }
+            }
+            out.push(stored);
+        }
+        Ok(out)
     }
 
     async fn ensure_group(&self, stream_key: &str, group: &str) -> Result<(), TransportError> {

@@ -42,7 +42,7 @@ pub mod config;
 pub mod embedded;
 mod scripts;
 
-pub use backend::{Preflight, RedisBackend, Shutdown, ShutdownTrigger};
+pub use backend::{Preflight, RedisBackend, Shutdown, ShutdownTrigger, Stored};
 pub use config::{
     Backoff, Config, ConfigError, EvictionCheck, RedisConfig, Registry, SubscriptionConfig,
 };

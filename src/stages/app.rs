@@ -1,0 +1,219 @@
+//! Wiring: which subscriptions each role runs, with which handler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyway_runtime::redis::{Config, RedisBackend, RedisConfig, Registry, Shutdown};
+use keyway_runtime::stub::Consumer;
+use keyway_runtime::transport::{Backoff, Handler, SubscriptionConfig, TransportError};
+use tokio::task::JoinSet;
+
+use super::orchestrator::{ConcludeStage, MergeSignalStage, MergeStage, Outbox, SpeculateStage};
+use super::reconcile::{BatchReconciler, Parking, RunwayReconciler};
+use super::runway::{FakeMerger, Responder};
+use super::store::Store;
+use crate::orchestrator::topics as otopics;
+use crate::topics as rtopics;
+
+/// A long-lived process role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `submitqueue-merge` → `runway-merge`.
+    Merge,
+    /// `merge-signal` → batch state, `conclude`, `speculate`.
+    MergeSignal,
+    /// The Runway responder with the fake merger.
+    Runway,
+    /// Every dead-letter reconciler.
+    Reconcile,
+    /// The minimal `conclude` stage.
+    Conclude,
+    /// The minimal `speculate` stage.
+    Speculate,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 6] = [
+        Role::Merge,
+        Role::MergeSignal,
+        Role::Runway,
+        Role::Reconcile,
+        Role::Conclude,
+        Role::Speculate,
+    ];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Merge => "merge",
+            Role::MergeSignal => "mergesignal",
+            Role::Runway => "runway",
+            Role::Reconcile => "reconcile",
+            Role::Conclude => "conclude",
+            Role::Speculate => "speculate",
+        }
+    }
+
+    /// The role named `name`.
+    pub fn parse(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// Every topic the stages use, each on the stream of its own name.
+pub fn registry() -> Registry {
+    let keys = rtopics::TopicKey::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .chain(otopics::TopicKey::ALL.iter().map(|k| k.as_str()));
+    Registry::identity(keys).expect("generated topic keys are valid topic names")
+}
+
+/// The configuration the stages run with against `url`: timings suited to the demo (quick
+/// retries) unless overridden.
+pub fn config(url: &str) -> Config {
+    Config {
+        redis: RedisConfig {
+            url: url.to_owned(),
+            shutdown_deadline: Duration::from_secs(5),
+            ..RedisConfig::default()
+        },
+        registry: registry(),
+        subscriptions: Default::default(),
+    }
+}
+
+fn sub(topic: &str, group: &str) -> SubscriptionConfig {
+    SubscriptionConfig {
+        visibility_timeout: Duration::from_secs(10),
+        backoff: Backoff {
+            initial: Duration::from_millis(100),
+            multiplier: 2.0,
+            max: Duration::from_secs(2),
+        },
+        ..SubscriptionConfig::new(topic, group)
+    }
+}
+
+fn dead_letter_sub(topic: &str, group: &str) -> SubscriptionConfig {
+    SubscriptionConfig {
+        visibility_timeout: Duration::from_secs(10),
+        backoff: Backoff {
+            initial: Duration::from_millis(100),
+            multiplier: 2.0,
+            max: Duration::from_secs(2),
+        },
+        ..SubscriptionConfig::dead_letter_consumer(topic, group)
+    }
+}
+
+fn spawn<H: Handler + 'static>(
+    tasks: &mut JoinSet<Result<(), TransportError>>,
+    backend: &RedisBackend,
+    sub: SubscriptionConfig,
+    handler: H,
+    shutdown: &Shutdown,
+) {
+    let (backend, shutdown) = (backend.clone(), shutdown.clone());
+    let handler = Arc::new(handler);
+    tasks.spawn(async move { backend.run(sub, handler, shutdown).await });
+}
+
+/// Start the subscriptions of `roles` on `backend`; they stop when `shutdown` is triggered.
+pub fn start(
+    backend: &RedisBackend,
+    roles: &[Role],
+    shutdown: &Shutdown,
+) -> JoinSet<Result<(), TransportError>> {
+    let store = Store::new(backend.client().clone());
+    let outbox = Outbox::new(backend);
+    let mut tasks = JoinSet::new();
+    for role in roles {
+        match role {
+            Role::Merge => spawn(
+                &mut tasks,
+                backend,
+                sub("submitqueue-merge", "orchestrator-merge"),
+                Consumer::<otopics::SubmitqueueMerge, _>::new(MergeStage {
+                    store: store.clone(),
+                    outbox: outbox.clone(),
+                }),
+                shutdown,
+            ),
+            Role::MergeSignal => spawn(
+                &mut tasks,
+                backend,
+                sub("merge-signal", "orchestrator-mergesignal"),
+                Consumer::<rtopics::MergeSignal, _>::new(MergeSignalStage {
+                    store: store.clone(),
+                    outbox: outbox.clone(),
+                }),
+                shutdown,
+            ),
+            Role::Conclude => spawn(
+                &mut tasks,
+                backend,
+                sub("conclude", "orchestrator-conclude"),
+                Consumer::<otopics::Conclude, _>::new(ConcludeStage {
+                    store: store.clone(),
+                    outbox: outbox.clone(),
+                }),
+                shutdown,
+            ),
+            Role::Speculate => spawn(
+                &mut tasks,
+                backend,
+                sub("speculate", "orchestrator-speculate"),
+                Consumer::<otopics::Speculate, _>::new(SpeculateStage {
+                    store: store.clone(),
+                }),
+                shutdown,
+            ),
+            Role::Runway => {
+                let responder = Responder::new(FakeMerger, backend);
+                spawn(
+                    &mut tasks,
+                    backend,
+                    sub("runway-merge", "runway"),
+                    Consumer::<rtopics::RunwayMerge, _>::new(responder.clone()),
+                    shutdown,
+                );
+                spawn(
+                    &mut tasks,
+                    backend,
+                    sub("merge-conflict-check", "runway"),
+                    Consumer::<rtopics::MergeConflictCheck, _>::new(responder),
+                    shutdown,
+                );
+            }
+            Role::Reconcile => {
+                let batches = BatchReconciler {
+                    store: store.clone(),
+                    outbox: outbox.clone(),
+                    parking: Parking::new(backend),
+                };
+                for topic in ["submitqueue-merge_dlq", "merge-signal_dlq"] {
+                    spawn(
+                        &mut tasks,
+                        backend,
+                        dead_letter_sub(topic, "orchestrator-reconcile"),
+                        batches.clone(),
+                        shutdown,
+                    );
+                }
+                let runway = RunwayReconciler::new(backend);
+                for topic in ["runway-merge_dlq", "merge-conflict-check_dlq"] {
+                    spawn(
+                        &mut tasks,
+                        backend,
+                        dead_letter_sub(topic, "runway-reconcile"),
+                        runway.clone(),
+                        shutdown,
+                    );
+                }
+            }
+        }
+    }
+    tasks
+}

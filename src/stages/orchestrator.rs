@@ -1,0 +1,333 @@
+//! The orchestrator's stages around the merge service: `merge` hands a batch to Runway,
+//! `mergesignal` takes the answer back; `conclude` and `speculate` are the minimal next stages
+//! the fan-out wakes.
+
+use keyway_runtime::redis::RedisBackend;
+use keyway_runtime::stub::{Handled, HandlerError, Producer, TopicHandler};
+use keyway_runtime::transport::{Delivery, MessageId, Metadata};
+
+use super::store::{is_halted, is_terminal, Store};
+use crate::base::change::Change;
+use crate::base::mergestrategy::Strategy;
+use crate::orchestrator::topics as otopics;
+use crate::orchestrator::{
+    Batch, BatchRef, BatchState, LandStrategy, LogEvent, Request, RequestState,
+};
+use crate::runway::messagequeue::{MergeRequest, MergeResult, MergeStep, Outcome};
+use crate::topics as rtopics;
+
+fn id(text: &str) -> Result<MessageId, HandlerError> {
+    MessageId::new(text).map_err(|e| HandlerError::permanent(e.to_string()))
+}
+
+fn intent(entity: &str, causes: &[&str]) -> Result<MessageId, HandlerError> {
+    MessageId::intent(entity, causes).map_err(|e| HandlerError::permanent(e.to_string()))
+}
+
+/// Producers every stage shares.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    log: Producer<otopics::Log, RedisBackend>,
+    runway_merge: Producer<rtopics::RunwayMerge, RedisBackend>,
+    conclude: Producer<otopics::Conclude, RedisBackend>,
+    speculate: Producer<otopics::Speculate, RedisBackend>,
+}
+
+impl Outbox {
+    /// Producers on `backend`.
+    pub fn new(backend: &RedisBackend) -> Self {
+        Outbox {
+            log: Producer::new(backend.clone()),
+            runway_merge: Producer::new(backend.clone()),
+            conclude: Producer::new(backend.clone()),
+            speculate: Producer::new(backend.clone()),
+        }
+    }
+
+    /// Publish a log event about `request`, with id `<request>/<event>[/<batch>]`.
+    pub async fn log(
+        &self,
+        request: &str,
+        event: &str,
+        batch: &str,
+        detail: &str,
+    ) -> Result<(), HandlerError> {
+        let message_id = if event == "landing" {
+            intent(request, &[event, batch])?
+        } else {
+            intent(request, &[event])?
+        };
+        let e = LogEvent {
+            request_id: request.to_owned(),
+            event: event.to_owned(),
+            batch_id: batch.to_owned(),
+            detail: detail.to_owned(),
+        };
+        self.log
+            .publish(&e, message_id, request, Metadata::new())
+            .await?;
+        Ok(())
+    }
+
+    /// The mergesignal fan-out: `conclude` (id `<batch>/conclude/merged`, with the failure
+    /// reason in metadata when there is one), then `speculate` (id `<batch>/merged`).
+    pub async fn fan_out(&self, batch: &Batch, failure_reason: &str) -> Result<(), HandlerError> {
+        let r = BatchRef {
+            id: batch.id.clone(),
+            queue: batch.queue.clone(),
+        };
+        let mut metadata = Metadata::new();
+        if !failure_reason.is_empty() {
+            metadata.insert("failure_reason".into(), failure_reason.to_owned());
+        }
+        self.conclude
+            .publish(
+                &r,
+                intent(&batch.id, &["conclude", "merged"])?,
+                &batch.queue,
+                metadata,
+            )
+            .await?;
+        self.speculate
+            .publish(
+                &r,
+                intent(&batch.id, &["merged"])?,
+                &batch.queue,
+                Metadata::new(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Map a request's land strategy to Runway's.
+pub fn strategy(s: LandStrategy) -> Strategy {
+    match s {
+        LandStrategy::Rebase => Strategy::Rebase,
+        LandStrategy::SquashRebase => Strategy::SquashRebase,
+        LandStrategy::Merge => Strategy::Merge,
+        LandStrategy::Promote => Strategy::Promote,
+        LandStrategy::Unset => Strategy::Default,
+    }
+}
+
+/// The `merge` stage: a batch ready to land becomes a `MergeRequest` on `runway-merge`.
+#[derive(Debug, Clone)]
+pub struct MergeStage {
+    /// State.
+    pub store: Store,
+    /// Producers.
+    pub outbox: Outbox,
+}
+
+impl TopicHandler<otopics::SubmitqueueMerge> for MergeStage {
+    async fn handle(&self, r: BatchRef, _: &Delivery) -> Result<Handled, HandlerError> {
+        if !self.store.queue_exists(&r.queue).await? {
+            return Err(HandlerError::permanent(format!(
+                "unknown queue {:?}",
+                r.queue
+            )));
+        }
+        let Some(batch) = self.store.batch(&r.id).await? else {
+            return Err(HandlerError::permanent(format!(
+                "batch {:?} does not exist",
+                r.id
+            )));
+        };
+        if batch.queue != r.queue {
+            return Err(HandlerError::permanent(format!(
+                "batch {:?} belongs to queue {:?}, not {:?}",
+                r.id, batch.queue, r.queue
+            )));
+        }
+        if is_halted(batch.state()) {
+            return Ok(Handled::Ack);
+        }
+        let mut steps = Vec::with_capacity(batch.contains.len());
+        for request_id in &batch.contains {
+            let Some(request) = self.store.request(request_id).await? else {
+                return Err(HandlerError::permanent(format!(
+                    "request {request_id:?} of batch {:?} does not exist",
+                    batch.id
+                )));
+            };
+            steps.push(MergeStep {
+                step_id: request.id.clone(),
+                change: Some(Change {
+                    uris: request.uris.clone(),
+                }),
+                strategy: strategy(request.strategy()) as i32,
+            });
+        }
+        // Log first: a failed log publish means Runway never hears of the batch.
+        for request_id in &batch.contains {
+            self.outbox
+                .log(request_id, "landing", &batch.id, "")
+                .await?;
+        }
+        let request = MergeRequest {
+            id: batch.id.clone(),
+            queue_name: batch.queue.clone(),
+            steps,
+        };
+        self.outbox
+            .runway_merge
+            .publish(&request, id(&batch.id)?, &batch.queue, Metadata::new())
+            .await?;
+        Ok(Handled::Ack)
+    }
+}
+
+/// The failure reason of a result: empty on success, otherwise its reason or "merge failed"
+/// (an unspecified outcome counts as a failure).
+pub fn failure_reason(result: &MergeResult) -> String {
+    match result.outcome() {
+        Outcome::Succeeded => String::new(),
+        _ if result.reason.is_empty() => "merge failed".to_owned(),
+        _ => result.reason.clone(),
+    }
+}
+
+/// The `mergesignal` stage: correlates Runway's answer and drives the batch to a terminal
+/// state, then wakes `conclude` and `speculate`.
+#[derive(Debug, Clone)]
+pub struct MergeSignalStage {
+    /// State.
+    pub store: Store,
+    /// Producers.
+    pub outbox: Outbox,
+}
+
+impl TopicHandler<rtopics::MergeSignal> for MergeSignalStage {
+    async fn handle(&self, result: MergeResult, _: &Delivery) -> Result<Handled, HandlerError> {
+        if result.queue_name.is_empty() {
+            return Err(HandlerError::permanent("merge result has no queue_name"));
+        }
+        let Some(mut batch) = self.store.batch(&result.id).await? else {
+            return Err(HandlerError::permanent(format!(
+                "batch {:?} does not exist",
+                result.id
+            )));
+        };
+        if batch.state() == BatchState::Cancelling {
+            return Ok(Handled::Ack);
+        }
+        let reason = failure_reason(&result);
+        for step in &result.steps {
+            let outputs: Vec<String> = step.outputs.iter().map(|o| o.id.clone()).collect();
+            if !outputs.is_empty() {
+                tracing::info!(request = %step.step_id, revisions = ?outputs, "landed");
+                self.store.set_revisions(&step.step_id, &outputs).await?;
+            }
+        }
+        if is_terminal(batch.state()) {
+            self.store.repair_batch_membership(&batch).await?;
+            self.outbox.fan_out(&batch, &reason).await?;
+            return Ok(Handled::Ack);
+        }
+        batch.set_state(if reason.is_empty() {
+            BatchState::Succeeded
+        } else {
+            BatchState::Failed
+        });
+        batch.failure_reason = reason.clone();
+        self.store.update_batch(&mut batch).await?;
+        self.outbox.fan_out(&batch, &reason).await?;
+        Ok(Handled::Ack)
+    }
+}
+
+/// Drive a request to `state` (no-op when it is already there), with a log event
+/// `<request>/<event>`.
+pub async fn settle_request(
+    store: &Store,
+    outbox: &Outbox,
+    request_id: &str,
+    state: RequestState,
+    error: &str,
+) -> Result<(), HandlerError> {
+    let Some(mut request) = store.request(request_id).await? else {
+        return Ok(());
+    };
+    let event = match state {
+        RequestState::Landed => "landed",
+        RequestState::Cancelled => "cancelled",
+        _ => "error",
+    };
+    if request.state() != state {
+        request.set_state(state);
+        request.error = error.to_owned();
+        if state == RequestState::Landed {
+            request.revisions = store.revisions(request_id).await?;
+        }
+        store.update_request(&mut request).await?;
+    }
+    outbox.log(request_id, event, "", error).await
+}
+
+/// The `conclude` stage (minimal): the batch's terminal state becomes its requests' state.
+#[derive(Debug, Clone)]
+pub struct ConcludeStage {
+    /// State.
+    pub store: Store,
+    /// Producers.
+    pub outbox: Outbox,
+}
+
+impl TopicHandler<otopics::Conclude> for ConcludeStage {
+    async fn handle(&self, r: BatchRef, d: &Delivery) -> Result<Handled, HandlerError> {
+        let Some(batch) = self.store.batch(&r.id).await? else {
+            return Err(HandlerError::permanent(format!(
+                "batch {:?} does not exist",
+                r.id
+            )));
+        };
+        let (state, error) = match batch.state() {
+            BatchState::Succeeded => (RequestState::Landed, String::new()),
+            BatchState::Failed => (
+                RequestState::Error,
+                d.metadata
+                    .get("failure_reason")
+                    .cloned()
+                    .unwrap_or_else(|| batch.failure_reason.clone()),
+            ),
+            BatchState::Cancelled => (RequestState::Cancelled, String::new()),
+            other => {
+                return Err(HandlerError::retryable(format!(
+                    "batch {} is {}, not terminal yet",
+                    batch.id,
+                    other.as_str_name()
+                )))
+            }
+        };
+        for request in &batch.contains {
+            settle_request(&self.store, &self.outbox, request, state, &error).await?;
+        }
+        Ok(Handled::Ack)
+    }
+}
+
+/// The `speculate` stage (minimal): records each wake-up.
+#[derive(Debug, Clone)]
+pub struct SpeculateStage {
+    /// State.
+    pub store: Store,
+}
+
+impl TopicHandler<otopics::Speculate> for SpeculateStage {
+    async fn handle(&self, r: BatchRef, _: &Delivery) -> Result<Handled, HandlerError> {
+        self.store.note_speculation(&r.queue, &r.id).await?;
+        Ok(Handled::Ack)
+    }
+}
+
+/// Members of `batch` as records, for display.
+pub async fn members(store: &Store, batch: &Batch) -> Result<Vec<Request>, HandlerError> {
+    let mut out = Vec::new();
+    for id in &batch.contains {
+        if let Some(r) = store.request(id).await? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
