@@ -104,3 +104,50 @@ async fn the_loop_runs_across_worker_processes_and_stops_on_sigterm() {
         ["payments/batch/1", "payments/batch/2", "payments/batch/3"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_list_shows_what_the_reconcilers_parked() {
+    use keyway_runtime::transport::{MessageId, OutgoingMessage, Publisher};
+    let server = EmbeddedRedis::start(EmbeddedOptions {
+        append_only: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let url = server.url();
+    let (backend, _) = RedisBackend::connect(app::config(&url)).await.unwrap();
+    // A dead letter nobody can handle: its payload is not a MergeResult.
+    backend
+        .publish(
+            "merge-signal_dlq",
+            OutgoingMessage {
+                id: MessageId::new("garbage-1").unwrap(),
+                partition_key: "payments".into(),
+                payload: b"not json".to_vec(),
+                metadata: [("dlq.last_error".to_owned(), "boom".to_owned())].into(),
+            },
+        )
+        .await
+        .unwrap();
+    let mut reconciler = worker(&url, &["reconcile"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while backend.peek("parked", 10).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "nothing was parked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(terminate(&mut reconciler).success());
+    let out = Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(["dlq", "list"])
+        .env("REDIS_URL", &url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("topic=merge-signal_dlq id=\"garbage-1\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("payload does not decode as keyway.runway.messagequeue.MergeResult"),
+        "{stdout}"
+    );
+}
