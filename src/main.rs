@@ -4,6 +4,8 @@
 
 use std::process::ExitCode;
 
+mod contract_cli;
+
 use keyway::stages::app::{self, Role};
 use keyway::stages::demo;
 use keyway_runtime::json;
@@ -19,6 +21,8 @@ commands:
                        roles: merge, mergesignal, runway, reconcile, conclude, speculate, all
   dlq list             list the dead letters the reconcilers parked for an operator (REDIS_URL)
   descriptor           write the contract's encoded FileDescriptorSet to standard output
+  contract <command>   contract tools for CI: check, breaking, descriptor, topics
+                       (`keyway contract --help`)
 ";
 
 fn main() -> ExitCode {
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["demo"] => runtime().block_on(demo_command()),
+        ["contract", rest @ ..] => contract_cli::main(rest),
         ["dlq", "list"] => runtime().block_on(dlq_list()),
         ["run", roles @ ..] if !roles.is_empty() => {
             let mut parsed = Vec::new();

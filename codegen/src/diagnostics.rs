@@ -34,6 +34,48 @@ pub struct Location {
 }
 
 impl Location {
+    /// The source location of descriptor `path` in `file` (from its source info), falling back
+    /// to shorter paths, down to `min_len` elements, when the exact one was not recorded.
+    /// `texts` supplies the source line (file name → text).
+    pub(crate) fn of_path(
+        file: &prost_reflect::FileDescriptor,
+        path: &[i32],
+        min_len: usize,
+        texts: &std::collections::BTreeMap<String, String>,
+    ) -> Option<Location> {
+        let info = file.file_descriptor_proto().source_code_info.as_ref()?;
+        let name = file.name();
+        for len in (min_len.min(path.len())..=path.len()).rev() {
+            let Some(loc) = info.location.iter().find(|l| l.path == path[..len]) else {
+                continue;
+            };
+            let span = &loc.span;
+            let (line, col) = (*span.first()? as usize, *span.get(1)? as usize);
+            let (end_line, end_col) = match span.len() {
+                3 => (line, span[2] as usize),
+                _ => (*span.get(2)? as usize, *span.get(3)? as usize),
+            };
+            let source_line = texts
+                .get(name)
+                .and_then(|text| text.lines().nth(line))
+                .unwrap_or_default()
+                .to_owned();
+            let width = if end_line == line {
+                end_col.saturating_sub(col).max(1)
+            } else {
+                1
+            };
+            return Some(Location {
+                file: name.to_owned(),
+                line: line + 1,
+                column: col + 1,
+                source_line,
+                width,
+            });
+        }
+        None
+    }
+
     /// Locate byte `offset` (and `len` bytes after it) in `source`.
     pub(crate) fn in_source(file: &str, source: &str, offset: usize, len: usize) -> Location {
         let offset = offset.min(source.len());
@@ -93,7 +135,12 @@ impl Diagnostic {
     ///    |   ^^^ found here
     /// ```
     pub fn render(&self) -> String {
-        let mut out = format!("error: {}\n", self.message);
+        self.render_as("error")
+    }
+
+    /// The rendered form with another level than `error` (such as `warning`).
+    pub fn render_as(&self, level: &str) -> String {
+        let mut out = format!("{level}: {}\n", self.message);
         let mut pad = " ".to_owned();
         if let Some(loc) = &self.location {
             let gutter = loc.line.to_string().len();

@@ -119,6 +119,7 @@
 //! Generated code depends only on `keyway-runtime` (prost is reached through it), never on the
 //! crate that defines the contract.
 
+pub mod contract;
 mod diagnostics;
 mod json;
 mod names;
@@ -176,6 +177,70 @@ pub fn compile(
         sources,
         texts,
     })
+}
+
+/// In-memory `.proto` sources for [`compile_sources`].
+struct MemoryResolver(BTreeMap<String, String>);
+
+impl protox::file::FileResolver for MemoryResolver {
+    fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+        match self.0.get(name) {
+            Some(text) => protox::file::File::from_source(name, text),
+            None => Err(protox::Error::file_not_found(name)),
+        }
+    }
+}
+
+/// Compile `.proto` sources held in memory (file name → text), every one of them, with the
+/// well-known types available to import. For trees read from a directory, a git revision or
+/// anywhere else.
+pub fn compile_sources(sources: &BTreeMap<String, String>) -> Result<Compiled, Error> {
+    let mut chain = protox::file::ChainFileResolver::new();
+    chain.add(MemoryResolver(sources.clone()));
+    chain.add(protox::file::GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(chain);
+    compiler.include_imports(true).include_source_info(true);
+    for name in sources.keys() {
+        compiler.open_file(name).map_err(Error::protox)?;
+    }
+    Ok(Compiled {
+        pool: compiler.descriptor_pool(),
+        sources: Vec::new(),
+        texts: sources.clone(),
+    })
+}
+
+/// Every `.proto` file under `dirs`, named relative to the directory it was found in.
+pub fn read_tree(dirs: &[impl AsRef<Path>]) -> Result<BTreeMap<String, String>, Error> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<(), Error> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(root, &path, out)?;
+            } else if path.extension().is_some_and(|e| e == "proto") {
+                let name = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+                out.insert(name, text);
+            }
+        }
+        Ok(())
+    }
+    let mut out = BTreeMap::new();
+    for dir in dirs {
+        walk(dir.as_ref(), dir.as_ref(), &mut out)?;
+    }
+    Ok(out)
 }
 
 /// The result of [`compile`].

@@ -93,52 +93,17 @@ pub(crate) fn bindings(
             path.extend([7, extension.number() as i32, index as i32]);
             out.push(TopicBinding {
                 key: key.to_owned(),
-                location: locate(&message, &path, sources),
+                location: Location::of_path(
+                    &message.parent_file(),
+                    &path,
+                    message.path().len(),
+                    sources,
+                ),
                 message: message.clone(),
             });
         }
     }
     out
-}
-
-/// The source location of `path` in `message`'s file, falling back to shorter paths (the
-/// option, then the message) when the exact one was not recorded.
-fn locate(
-    message: &MessageDescriptor,
-    path: &[i32],
-    sources: &BTreeMap<String, String>,
-) -> Option<Location> {
-    let file = message.parent_file();
-    let info = file.file_descriptor_proto().source_code_info.as_ref()?;
-    let name = file.name();
-    for len in (message.path().len()..=path.len()).rev() {
-        if let Some(loc) = info.location.iter().find(|l| l.path == path[..len]) {
-            let span = &loc.span;
-            let (line, col) = (*span.first()? as usize, *span.get(1)? as usize);
-            let (end_line, end_col) = match span.len() {
-                3 => (line, span[2] as usize),
-                _ => (*span.get(2)? as usize, *span.get(3)? as usize),
-            };
-            let source_line = sources
-                .get(name)
-                .and_then(|text| text.lines().nth(line))
-                .unwrap_or_default()
-                .to_owned();
-            let width = if end_line == line {
-                end_col.saturating_sub(col).max(1)
-            } else {
-                1
-            };
-            return Some(Location {
-                file: name.to_owned(),
-                line: line + 1,
-                column: col + 1,
-                source_line,
-                width,
-            });
-        }
-    }
-    None
 }
 
 /// Every violation of the binding rules.

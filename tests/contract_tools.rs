@@ -1,0 +1,301 @@
+//! The contract tools on a corpus of before/after trees (`tests/contract/cases/`, one per
+//! breaking rule and per change that must not be reported) and of lint trees
+//! (`tests/contract/check/`), with the rendered output snapshotted; and through the binary.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use keyway_codegen::contract::{self, BreakingOptions, CheckOptions, Severity};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/contract")
+}
+
+fn compile(dir: &Path) -> keyway_codegen::Compiled {
+    let sources = keyway_codegen::read_tree(&[dir]).unwrap();
+    keyway_codegen::compile_sources(&sources).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
+
+fn expected(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(dir.join("expect"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn cases(kind: &str) -> Vec<(String, PathBuf)> {
+    let mut out: Vec<_> = std::fs::read_dir(root().join(kind))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), e.path())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn breaking_rules_on_the_corpus() {
+    let cases = cases("cases");
+    assert!(cases.len() >= 40, "the corpus has {} cases", cases.len());
+    let mut failures = Vec::new();
+    for (name, dir) in cases {
+        let options = BreakingOptions {
+            removed_field: if name.ends_with("-as-warning") {
+                Severity::Warning
+            } else {
+                Severity::Error
+            },
+            ..BreakingOptions::default()
+        };
+        let findings = contract::breaking(
+            &compile(&dir.join("before")),
+            &compile(&dir.join("after")),
+            &options,
+        );
+        let rules: BTreeSet<String> = findings.iter().map(|f| f.rule.to_owned()).collect();
+        if rules != expected(&dir) {
+            failures.push(format!(
+                "{name}: expected {:?}, found {rules:?}",
+                expected(&dir)
+            ));
+        }
+        let errors = findings.iter().any(|f| f.severity == Severity::Error);
+        let expect_errors = name.starts_with("break-") && !name.ends_with("-as-warning");
+        if errors != expect_errors {
+            failures.push(format!("{name}: errors = {errors}"));
+        }
+        let rendered: Vec<String> = findings.iter().map(|f| f.render()).collect();
+        insta::assert_snapshot!(format!("breaking__{name}"), rendered.join("\n"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn check_rules_on_the_corpus() {
+    let mut failures = Vec::new();
+    for (name, dir) in cases("check") {
+        let config = dir.join("keyway.toml");
+        let mut options = CheckOptions::default();
+        if config.exists() {
+            let text = std::fs::read_to_string(&config).unwrap();
+            let keys = text
+                .lines()
+                .enumerate()
+                .filter_map(|(n, l)| {
+                    l.split_once('=')
+                        .map(|(k, _)| (k.trim().to_owned(), Some(n + 1)))
+                })
+                .collect();
+            options.configured = Some(("keyway.toml".to_owned(), keys));
+        }
+        let findings = contract::check(&compile(&dir.join("tree")), &options);
+        let rules: BTreeSet<String> = findings.iter().map(|f| f.rule.to_owned()).collect();
+        if rules != expected(&dir) {
+            failures.push(format!(
+                "{name}: expected {:?}, found {rules:?}",
+                expected(&dir)
+            ));
+        }
+        let rendered: Vec<String> = findings.iter().map(|f| f.render()).collect();
+        insta::assert_snapshot!(format!("check__{name}"), rendered.join("\n"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn keyway(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn exit_codes_and_formats_through_the_binary() {
+    let case = root().join("cases/break-field-removed");
+    let out = keyway(
+        &["contract", "breaking", "-I", "after", "--against", "before"],
+        &case,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "error: [field-removed] field `quantity` (2) of `acme.orders.v1.OrderPlaced` is gone"
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("1 error(s), 0 warning(s)\n"), "{text}");
+
+    let out = keyway(
+        &[
+            "contract",
+            "breaking",
+            "-I",
+            "after",
+            "--against",
+            "before",
+            "--format",
+            "json",
+        ],
+        &case,
+    );
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        json.starts_with("{\"findings\":[{\"rule\":\"field-removed\",\"severity\":\"error\""),
+        "{json}"
+    );
+    assert!(
+        json.contains("\"old_file\":\"acme/orders/v1/orders.proto\",\"old_line\":12"),
+        "{json}"
+    );
+    assert!(
+        json.trim_end().ends_with("\"errors\":1,\"warnings\":0}"),
+        "{json}"
+    );
+
+    let warn = root().join("cases/warn-enum-value-added");
+    let out = keyway(
+        &["contract", "breaking", "-I", "after", "--against", "before"],
+        &warn,
+    );
+    assert_eq!(out.status.code(), Some(0), "warnings do not fail");
+
+    let out = keyway(&["contract", "breaking", "-I", "after"], &case);
+    assert_eq!(out.status.code(), Some(2), "--against is required");
+    let out = keyway(&["contract", "check", "-I", "nowhere"], &case);
+    assert_eq!(out.status.code(), Some(2));
+
+    let bad = root().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("broken.proto"),
+        "syntax = \"proto3\";\nmessage A {\n  Missing m = 1;\n}\n",
+    )
+    .unwrap();
+    let out = keyway(&["contract", "check", "-I", "."], &bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("broken.proto:3:3"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&bad).unwrap();
+}
+
+#[test]
+fn descriptor_and_topics_through_the_binary() {
+    let dir = root().join("check/config-in-sync");
+    let out_file =
+        std::env::temp_dir().join(format!("keyway-descriptor-{}.bin", std::process::id()));
+    let out = keyway(
+        &[
+            "contract",
+            "descriptor",
+            "-I",
+            "tree",
+            "-o",
+            out_file.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert!(out.status.success());
+    let pool = prost_reflect::DescriptorPool::decode(std::fs::read(&out_file).unwrap().as_slice())
+        .unwrap();
+    std::fs::remove_file(&out_file).unwrap();
+    let m = pool
+        .get_message_by_name("acme.orders.v1.OrderPlaced")
+        .unwrap();
+    let ext = pool.get_extension_by_name("acme.queue.topic_keys").unwrap();
+    assert!(m.options().has_extension(&ext), "custom options kept");
+
+    let out = keyway(
+        &[
+            "contract",
+            "topics",
+            "-I",
+            "tree",
+            "--config",
+            "keyway.toml",
+            "--format",
+            "json",
+        ],
+        &dir,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[{\"key\":\"order-placed\",\"message\":\"acme.orders.v1.OrderPlaced\",\"stream\":\"orders-v1\"}]"
+    );
+}
+
+#[test]
+fn a_git_revision_is_a_baseline() {
+    let repo = std::env::temp_dir().join(format!("keyway-git-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&repo);
+    std::fs::create_dir_all(repo.join("proto")).unwrap();
+    let case = root().join("cases/break-enum-value-removed");
+    let copy = |from: &Path| {
+        for sub in ["acme/queue/options.proto", "acme/orders/v1/orders.proto"] {
+            let target = repo.join("proto").join(sub);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(from.join(sub), target).unwrap();
+        }
+    };
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q"]);
+    copy(&case.join("before"));
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "baseline"]);
+    copy(&case.join("after"));
+    let out = keyway(
+        &[
+            "contract",
+            "breaking",
+            "-I",
+            "proto",
+            "--against",
+            "git:HEAD",
+        ],
+        &repo,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("[enum-value-removed] enum value `CLOSED` (2)"),
+        "{text}"
+    );
+    let out = keyway(
+        &[
+            "contract",
+            "breaking",
+            "-I",
+            "proto",
+            "--against",
+            "git:no-such-rev",
+        ],
+        &repo,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_dir_all(&repo).unwrap();
+}
