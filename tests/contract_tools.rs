@@ -1,6 +1,7 @@
-//! The contract tools on a corpus of before/after trees (`tests/contract/cases/`, one per
-//! breaking rule and per change that must not be reported) and of lint trees
-//! (`tests/contract/check/`), with the rendered output snapshotted; and through the binary.
+//! The contract tools on a corpus of changes to one baseline tree (`tests/contract/base/`;
+//! `tests/contract/cases/<case>/after/`, one per breaking rule and per change that must not be
+//! reported) and of lint trees (`tests/contract/check/`), with the rendered output snapshotted;
+//! and through the binary.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -52,7 +53,7 @@ fn breaking_rules_on_the_corpus() {
             ..BreakingOptions::default()
         };
         let findings = contract::breaking(
-            &compile(&dir.join("before")),
+            &compile(&root().join("base")),
             &compile(&dir.join("after")),
             &options,
         );
@@ -118,7 +119,14 @@ fn keyway(args: &[&str], dir: &Path) -> std::process::Output {
 fn exit_codes_and_formats_through_the_binary() {
     let case = root().join("cases/break-field-removed");
     let out = keyway(
-        &["contract", "breaking", "-I", "after", "--against", "before"],
+        &[
+            "contract",
+            "breaking",
+            "-I",
+            "after",
+            "--against",
+            "../../base",
+        ],
         &case,
     );
     assert_eq!(out.status.code(), Some(1));
@@ -138,7 +146,7 @@ fn exit_codes_and_formats_through_the_binary() {
             "-I",
             "after",
             "--against",
-            "before",
+            "../../base",
             "--format",
             "json",
         ],
@@ -160,7 +168,14 @@ fn exit_codes_and_formats_through_the_binary() {
 
     let warn = root().join("cases/warn-enum-value-added");
     let out = keyway(
-        &["contract", "breaking", "-I", "after", "--against", "before"],
+        &[
+            "contract",
+            "breaking",
+            "-I",
+            "after",
+            "--against",
+            "../../base",
+        ],
         &warn,
     );
     assert_eq!(out.status.code(), Some(0), "warnings do not fail");
@@ -259,7 +274,7 @@ fn a_git_revision_is_a_baseline() {
         );
     };
     git(&["init", "-q"]);
-    copy(&case.join("before"));
+    copy(&root().join("base"));
     git(&["add", "."]);
     git(&["commit", "-q", "-m", "baseline"]);
     copy(&case.join("after"));
