@@ -1,12 +1,12 @@
 //! Requests and batches in Redis, with optimistic concurrency.
 //!
 //! Each entity is a hash `kw:st:{<queue>}:<kind>:<id>` with fields `v` (version) and `d` (the
-//! record as protobuf JSON). [`Store::update`] writes only when the stored version equals the
+//! record as protobuf JSON). [`Store::update_batch`] and [`Store::update_request`] write only when the stored version equals the
 //! version the caller read (one script: check, then write); a mismatch is a
 //! [`StoreError::Conflict`], which stages turn into a retryable failure so the redelivery
 //! re-reads. After a successful update, the per-queue, per-state membership sets
 //! (`kw:st:{<queue>}:<kind>s:<state>`) are moved; they are written after the CAS, not with it,
-//! and [`Store::repair_membership`] puts them right from the record.
+//! and [`Store::repair_batch_membership`] puts them right from the record.
 
 use fred::prelude::{Client, ClientLike, Value};
 use fred::types::scripts::Script;
