@@ -119,6 +119,7 @@
 //! Generated code depends only on `keyway-runtime` (prost is reached through it), never on the
 //! crate that defines the contract.
 
+mod arbitrary;
 pub mod contract;
 mod diagnostics;
 mod json;
@@ -301,6 +302,7 @@ pub struct Builder {
     out_dir: Option<PathBuf>,
     format: bool,
     topic_keys_extension: Option<String>,
+    arbitrary: bool,
 }
 
 impl Default for Builder {
@@ -318,7 +320,16 @@ impl Builder {
             out_dir: None,
             format: true,
             topic_keys_extension: None,
+            arbitrary: false,
         }
+    }
+
+    /// Also emit proptest `Arbitrary` impls for every message (`<package>.arbitrary.rs`), with
+    /// strategies that reach the edges of the JSON mapping. Needs `keyway-runtime`'s `proptest`
+    /// feature. Default: off.
+    pub fn arbitrary(&mut self, enabled: bool) -> &mut Self {
+        self.arbitrary = enabled;
+        self
     }
 
     /// Start from your own prost-build configuration (attributes, boxing, bytes type...). The
@@ -428,6 +439,13 @@ impl Builder {
                 name: format!("{base}.json.rs"),
                 contents: self.finish_rust(&format!("{base}.json.rs"), &json)?,
             });
+            if self.arbitrary {
+                let code = arbitrary::generate(package_files, package, &self.runtime_path);
+                files.push(GeneratedFile {
+                    name: format!("{base}.arbitrary.rs"),
+                    contents: self.finish_rust(&format!("{base}.arbitrary.rs"), &code)?,
+                });
+            }
         }
 
         files.push(GeneratedFile {
@@ -511,6 +529,9 @@ impl Builder {
             let node = tree.node(&names::package_modules(package));
             node.includes.push(include(&format!("{base}.rs")));
             node.includes.push(include(&format!("{base}.json.rs")));
+            if self.arbitrary {
+                node.includes.push(include(&format!("{base}.arbitrary.rs")));
+            }
         }
         let mut code = String::new();
         tree.render(&mut code, "");

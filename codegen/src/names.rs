@@ -73,14 +73,38 @@ pub(crate) fn oneof_enum_path(oneof: &OneofDescriptor) -> String {
 /// type reference: `super::` up to the common ancestor, then down. Well-known types live in the
 /// runtime's `wkt` module.
 pub(crate) fn enum_path_from(target: &EnumDescriptor, from: &str, runtime: &str) -> String {
-    if target.package_name() == "google.protobuf" {
-        return format!(
-            "{runtime}::wkt::{}",
-            type_path(target.parent_message(), target.name())
-        );
+    let local_path = type_path(target.parent_message(), target.name());
+    resolve_from(
+        target.package_name(),
+        target.full_name(),
+        local_path,
+        from,
+        runtime,
+    )
+}
+
+/// [`enum_path_from`] for a message.
+pub(crate) fn message_path_from(target: &MessageDescriptor, from: &str, runtime: &str) -> String {
+    resolve_from(
+        target.package_name(),
+        target.full_name(),
+        message_path(target),
+        from,
+        runtime,
+    )
+}
+
+fn resolve_from(
+    package: &str,
+    full: &str,
+    in_package: String,
+    from: &str,
+    runtime: &str,
+) -> String {
+    if package == "google.protobuf" {
+        return format!("{runtime}::wkt::{in_package}");
     }
     let mut local: Vec<&str> = from.split('.').filter(|s| !s.is_empty()).collect();
-    let full = target.full_name();
     let mut ident: Vec<&str> = full.split('.').collect();
     let last = ident.pop().expect("a full name has at least one part");
     let common = local.iter().zip(&ident).take_while(|(a, b)| a == b).count();

@@ -228,3 +228,28 @@ fn walkthrough_is_up_to_date() {
         );
     }
 }
+
+#[test]
+fn arbitrary_impls_are_emitted_only_when_asked() {
+    let compiled = keyway_codegen::compile(&["small/small.proto"], &[fixtures()]).unwrap();
+    let without = keyway_codegen::Builder::new().generate(&compiled).unwrap();
+    assert!(!without.iter().any(|f| f.name.ends_with(".arbitrary.rs")));
+    let with = keyway_codegen::Builder::new()
+        .arbitrary(true)
+        .generate(&compiled)
+        .unwrap();
+    let code = with
+        .iter()
+        .find(|f| f.name == "snap.v1.arbitrary.rs")
+        .map(|f| String::from_utf8_lossy(&f.contents).into_owned())
+        .expect("snap.v1.arbitrary.rs");
+    assert!(
+        code.contains("proptest::arbitrary::Arbitrary for Item"),
+        "{code}"
+    );
+    assert!(code.contains("arb::enumeration(&[0, 1])"), "{code}");
+    let includes = with.iter().find(|f| f.name == "_includes.rs").unwrap();
+    assert!(
+        String::from_utf8_lossy(&includes.contents).contains("include!(\"snap.v1.arbitrary.rs\")")
+    );
+}

@@ -11,6 +11,8 @@
 //! Generated code calls into this crate only through the hidden `__private` module, by fully
 //! qualified paths, so this crate can change its internals without breaking generated code.
 
+#[cfg(feature = "proptest")]
+pub mod arbitrary;
 pub mod json;
 pub mod metrics;
 #[cfg(feature = "redis")]
@@ -32,12 +34,16 @@ pub mod wkt {
 /// What generated code uses. Not a public API: it changes with the generator.
 #[doc(hidden)]
 pub mod __private {
+    #[cfg(feature = "proptest")]
+    pub use crate::arbitrary as arb;
     pub use crate::json::codec::*;
     pub use crate::json::read::Parser;
     pub use crate::json::write::Writer;
     pub use crate::json::{DecodeError, EncodeError, JsonEnum, JsonMessage};
     pub use crate::stub::{Consumer, Producer};
     pub use crate::topic::{Contract, Topic, UnknownTopicKey};
+    #[cfg(feature = "proptest")]
+    pub use proptest;
     pub use prost;
     pub use std::option::Option;
     pub use std::result::Result;
