@@ -188,7 +188,7 @@ fn emit(out: &mut String, message: &MessageDescriptor, package: &str, runtime: &
     .unwrap();
     writeln!(
         out,
-        "use {rt}::proptest;\nuse {rt}::proptest::strategy::Strategy as _;"
+        "#[allow(unused_imports)]\nuse {rt}::proptest;\nuse {rt}::proptest::strategy::Strategy as _;"
     )
     .unwrap();
     if !parts.is_empty() {
@@ -214,13 +214,14 @@ fn emit(out: &mut String, message: &MessageDescriptor, package: &str, runtime: &
             }
             out.push_str("),");
         }
-        out.push_str(")| {\nlet mut m = Self::default();\n");
+        // Every field (and every oneof) has a strategy, so the literal names them all.
+        out.push_str(")| Self {\n");
         for (c, chunk) in chunks.iter().enumerate() {
             for (i, (_, target)) in chunk.iter().enumerate() {
-                writeln!(out, "m.{target} = v{c}_{i};").unwrap();
+                writeln!(out, "{target}: v{c}_{i},").unwrap();
             }
         }
-        out.push_str("m\n}).boxed()\n}\n}\n");
+        out.push_str("}).boxed()\n}\n}\n");
     }
     writeln!(
         out,
