@@ -156,9 +156,18 @@ impl Writer {
 
     /// Append a float, like [`Writer::f64`] but with the shortest digits that read back to the
     /// same `f32`.
+    ///
+    /// Near the ends of the range the shortest digits (`3.4028235e+38` for `f32::MAX`) denote a
+    /// number just past the largest float, which readers that range-check the double before
+    /// rounding (Python's and C++'s protobuf) reject; there the float's exact value is written
+    /// instead (`3.4028234663852886e+38`).
     pub fn f32(&mut self, v: f32) {
         if !self.non_finite(v.is_nan(), v.is_infinite(), v.is_sign_negative()) {
-            self.shortest(format_args!("{v:e}"));
+            if v.abs() > 3.402_823e38 {
+                self.shortest(format_args!("{:e}", f64::from(v)));
+            } else {
+                self.shortest(format_args!("{v:e}"));
+            }
         }
     }
 
@@ -282,7 +291,8 @@ mod tests {
         assert_eq!(w.as_bytes(), b"0.1");
         let mut w = Writer::default();
         w.f32(f32::MAX);
-        assert_eq!(w.as_bytes(), b"3.4028235e+38");
+        assert_eq!(w.as_bytes(), b"3.4028234663852886e+38");
+        assert_eq!("3.4028234663852886e+38".parse::<f32>().unwrap(), f32::MAX);
     }
 
     #[test]
