@@ -23,18 +23,41 @@ impl Oracle {
     pub fn python(sets: &[PathBuf]) -> Oracle {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("oracles/python/oracle.py");
         let python = std::env::var("KEYWAY_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-        let mut child = Command::new(&python)
-            .arg(&script)
+        Oracle::spawn(
+            &python,
+            &script,
+            sets,
+            "pip install -r conformance/oracles/python/requirements.txt",
+        )
+    }
+
+    /// `@bufbuild/protobuf` on Node.js, loading the descriptor sets at `sets` (see
+    /// [`Oracle::python`] for failures).
+    pub fn node(sets: &[PathBuf]) -> Oracle {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("oracles/node/oracle.mjs");
+        Oracle::spawn(
+            "node",
+            &script,
+            sets,
+            "npm ci --prefix conformance/oracles/node",
+        )
+    }
+
+    fn spawn(program: &str, script: &Path, sets: &[PathBuf], install: &str) -> Oracle {
+        let mut child = Command::new(program)
+            .arg(script)
             .args(sets)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {python} (set KEYWAY_PYTHON): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run {program}: {e}; install the oracle with `{install}`")
+            });
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut oracle = Oracle {
-            name: "python".into(),
+            name: program.to_owned(),
             child,
             stdin,
             stdout,
@@ -42,9 +65,9 @@ impl Oracle {
         let version = oracle
             .request(&serde_json::json!({"op": "version"}))
             .unwrap_or_else(|e| {
-                panic!("the Python oracle did not start ({e}); install it with `pip install -r conformance/oracles/python/requirements.txt`")
+                panic!("the {program} oracle did not start ({e}); install it with `{install}`")
             });
-        oracle.name = version["version"].as_str().unwrap_or("python").to_owned();
+        oracle.name = version["version"].as_str().unwrap_or(program).to_owned();
         oracle
     }
 
