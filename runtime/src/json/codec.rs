@@ -210,8 +210,9 @@ macro_rules! float_codec {
         impl Codec<$ty> for $name {
             #[inline]
             fn is_default(&self, v: &$ty) -> bool {
-                // -0.0 compares equal to 0.0 and is omitted, as prost's binary encoding does.
-                *v == 0.0
+                // Only +0.0 is the default: -0.0 is a value and is written (`-0`), as the
+                // reference implementations do. (prost's binary encoding drops it.)
+                *v == 0.0 && v.is_sign_positive()
             }
             fn encode(&self, v: &$ty, w: &mut Writer) -> Result<(), EncodeError> {
                 w.$ty(*v);

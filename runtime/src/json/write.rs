@@ -147,9 +147,13 @@ impl Writer {
     }
 
     /// Append a double: `"NaN"`, `"Infinity"`, `"-Infinity"` as strings, finite values as the
-    /// shortest decimal that reads back to the same double, laid out as ECMAScript does.
+    /// shortest decimal that reads back to the same double, laid out as ECMAScript does, except
+    /// negative zero, written `-0.0`: readers that parse `-0` as an integer (Python's `json`)
+    /// would lose its sign.
     pub fn f64(&mut self, v: f64) {
-        if !self.non_finite(v.is_nan(), v.is_infinite(), v.is_sign_negative()) {
+        if v == 0.0 && v.is_sign_negative() {
+            self.buf.extend_from_slice(b"-0.0");
+        } else if !self.non_finite(v.is_nan(), v.is_infinite(), v.is_sign_negative()) {
             self.shortest(format_args!("{v:e}"));
         }
     }
@@ -162,7 +166,9 @@ impl Writer {
     /// rounding (Python's and C++'s protobuf) reject; there the float's exact value is written
     /// instead (`3.4028234663852886e+38`).
     pub fn f32(&mut self, v: f32) {
-        if !self.non_finite(v.is_nan(), v.is_infinite(), v.is_sign_negative()) {
+        if v == 0.0 && v.is_sign_negative() {
+            self.buf.extend_from_slice(b"-0.0");
+        } else if !self.non_finite(v.is_nan(), v.is_infinite(), v.is_sign_negative()) {
             if v.abs() > 3.402_823e38 {
                 self.shortest(format_args!("{:e}", f64::from(v)));
             } else {
@@ -280,6 +286,8 @@ mod tests {
         assert_eq!(f64_text(f64::MAX), "1.7976931348623157e+308");
         assert_eq!(f64_text(f64::MIN_POSITIVE), "2.2250738585072014e-308");
         assert_eq!(f64_text(5e-324), "5e-324");
+        assert_eq!(f64_text(-0.0), "-0.0");
+        assert_eq!(f64_text(0.0), "0");
         assert_eq!(f64_text(f64::NAN), "\"NaN\"");
         assert_eq!(f64_text(f64::NEG_INFINITY), "\"-Infinity\"");
     }
