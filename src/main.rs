@@ -18,7 +18,8 @@ commands:
   demo                 run the whole merge loop on seeded queues and print the outcome;
                        uses REDIS_URL, or starts its own redis-server when REDIS_URL is unset
   run <role>...        run stage roles against REDIS_URL until SIGTERM or Ctrl-C;
-                       roles: merge, mergesignal, runway, reconcile, conclude, speculate, all
+                       roles: merge, mergesignal, runway, reconcile, conclude, speculate, all;
+                       KEYWAY_CONFIG=<file.toml> sets streams, Redis and subscription settings
   dlq list             list the dead letters the reconcilers parked for an operator (REDIS_URL)
   descriptor           write the contract's encoded FileDescriptorSet to standard output
   contract <command>   contract tools for CI: check, breaking, descriptor, topics
@@ -80,7 +81,12 @@ fn fail(message: String) -> ExitCode {
 }
 
 async fn connect(url: &str) -> Result<RedisBackend, String> {
-    let (backend, preflight) = RedisBackend::connect(app::config(url))
+    // KEYWAY_CONFIG names a TOML file with the registry, Redis settings and subscriptions.
+    let config = match std::env::var_os("KEYWAY_CONFIG") {
+        Some(path) => app::load_config(std::path::Path::new(&path), Some(url))?,
+        None => app::config(url),
+    };
+    let (backend, preflight) = RedisBackend::connect(config)
         .await
         .map_err(|e| format!("cannot use Redis at {url}: {e}"))?;
     for warning in preflight.warnings {

@@ -83,3 +83,24 @@ fn commands_that_need_redis_say_how_to_point_at_it() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("REDIS_URL is not set"));
 }
+
+#[test]
+fn a_config_file_missing_a_stage_topic_names_the_key() {
+    let dir = std::env::temp_dir().join(format!("keyway-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("keyway.toml");
+    std::fs::write(&path, "[topics]\nrunway-merge = \"runway-merge\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(["run", "merge"])
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .env("KEYWAY_CONFIG", &path)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("config key `topics.merge-conflict-check` is missing"),
+        "{stderr}"
+    );
+}

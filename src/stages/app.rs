@@ -70,8 +70,9 @@ pub fn registry() -> Registry {
     Registry::identity(keys).expect("generated topic keys are valid topic names")
 }
 
-/// The configuration the stages run with against `url`: timings suited to the demo (quick
-/// retries) unless overridden.
+/// The configuration the stages run with against `url`: every stage topic on the stream of its
+/// own name, default subscriptions with quick retries (a configuration file can override any
+/// of them, see [`load_config`]).
 pub fn config(url: &str) -> Config {
     Config {
         redis: RedisConfig {
@@ -82,6 +83,26 @@ pub fn config(url: &str) -> Config {
         registry: registry(),
         subscriptions: Default::default(),
     }
+}
+
+/// The configuration from the TOML file at `path` (with `KEYWAY__…` environment overrides):
+/// its `[redis]` settings and `[subscriptions]` (matched to stages by topic) apply, and its
+/// `[topics]` must give a stream to every topic the stages use. `url` replaces the file's
+/// `redis.url` when given.
+pub fn load_config(path: &std::path::Path, url: Option<&str>) -> Result<Config, String> {
+    let mut config = Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for (key, _) in registry().iter() {
+        if config.registry.stream(key).is_none() {
+            return Err(format!(
+                "{}: config key `topics.{key}` is missing: the stages publish or consume it",
+                path.display()
+            ));
+        }
+    }
+    if let Some(url) = url {
+        config.redis.url = url.to_owned();
+    }
+    Ok(config)
 }
 
 fn sub(topic: &str, group: &str) -> SubscriptionConfig {
@@ -108,6 +129,17 @@ fn dead_letter_sub(topic: &str, group: &str) -> SubscriptionConfig {
     }
 }
 
+/// The subscription of `default` from the configuration, when one there reads the same topic.
+fn configured(backend: &RedisBackend, default: SubscriptionConfig) -> SubscriptionConfig {
+    backend
+        .config()
+        .subscriptions
+        .values()
+        .find(|s| s.topic == default.topic)
+        .cloned()
+        .unwrap_or(default)
+}
+
 fn spawn<H: Handler + 'static>(
     tasks: &mut JoinSet<Result<(), TransportError>>,
     backend: &RedisBackend,
@@ -115,6 +147,7 @@ fn spawn<H: Handler + 'static>(
     handler: H,
     shutdown: &Shutdown,
 ) {
+    let sub = configured(backend, sub);
     let (backend, shutdown) = (backend.clone(), shutdown.clone());
     let handler = Arc::new(handler);
     tasks.spawn(async move { backend.run(sub, handler, shutdown).await });
