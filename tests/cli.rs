@@ -100,7 +100,8 @@ fn a_config_file_missing_a_stage_topic_names_the_key() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("config key `topics.merge-conflict-check` is missing"),
+        stderr
+            .contains("config key `topics.conclude` is missing: the stages publish or consume it"),
         "{stderr}"
     );
 }
