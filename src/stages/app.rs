@@ -105,7 +105,8 @@ pub fn load_config(path: &std::path::Path, url: Option<&str>) -> Result<Config, 
     Ok(config)
 }
 
-fn sub(topic: &str, group: &str) -> SubscriptionConfig {
+/// The stages' default timings: a 10 s visibility timeout, retries after 100 ms doubling to 2 s.
+fn quick(base: SubscriptionConfig) -> SubscriptionConfig {
     SubscriptionConfig {
         visibility_timeout: Duration::from_secs(10),
         backoff: Backoff {
@@ -113,20 +114,16 @@ fn sub(topic: &str, group: &str) -> SubscriptionConfig {
             multiplier: 2.0,
             max: Duration::from_secs(2),
         },
-        ..SubscriptionConfig::new(topic, group)
+        ..base
     }
 }
 
+fn sub(topic: &str, group: &str) -> SubscriptionConfig {
+    quick(SubscriptionConfig::new(topic, group))
+}
+
 fn dead_letter_sub(topic: &str, group: &str) -> SubscriptionConfig {
-    SubscriptionConfig {
-        visibility_timeout: Duration::from_secs(10),
-        backoff: Backoff {
-            initial: Duration::from_millis(100),
-            multiplier: 2.0,
-            max: Duration::from_secs(2),
-        },
-        ..SubscriptionConfig::dead_letter_consumer(topic, group)
-    }
+    quick(SubscriptionConfig::dead_letter_consumer(topic, group))
 }
 
 /// The subscription of `default` from the configuration, when one there reads the same topic.
