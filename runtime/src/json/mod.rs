@@ -22,7 +22,9 @@
 //!   a fraction or does not fit.
 //! - `bytes` are standard base64 with padding; URL-safe and unpadded base64 are read too.
 //! - Floats: non-finite values as `"NaN"`, `"Infinity"`, `"-Infinity"`; finite ones as the
-//!   shortest round-tripping decimal.
+//!   shortest round-tripping decimal, except negative zero (`-0.0`, which is not the default and
+//!   is written) and floats at the very ends of their range (written at full precision so that
+//!   readers which range-check the double first accept them).
 //! - The well-known types use their special forms: `Timestamp` as RFC 3339 in UTC with `Z`,
 //!   `Duration` as `"1.5s"`, wrappers as their value, `Struct`/`Value`/`ListValue` as plain JSON,
 //!   `FieldMask` as a comma-separated lowerCamelCase string, `Any` with `@type`, `Empty` as
