@@ -168,6 +168,11 @@ async fn signal(e: &Env, r: MergeResult) -> Result<Handled, HandlerError> {
     .await
 }
 
+/// Batches of queue `payments` in `state`, by the membership records.
+async fn in_state(e: &Env, state: BatchState) -> Vec<String> {
+    e.store.batches_in("payments", state).await.unwrap()
+}
+
 async fn ids(e: &Env, topic: &str) -> Vec<String> {
     e.backend
         .peek(topic, 100)
@@ -295,18 +300,10 @@ async fn mergesignal_lands_the_batch_and_fans_out_conclude_then_speculate() {
     let batch = e.store.batch("payments/batch/1").await.unwrap().unwrap();
     assert_eq!((batch.state(), batch.version), (BatchState::Succeeded, 2));
     assert_eq!(
-        e.store
-            .batches_in("payments", BatchState::Succeeded)
-            .await
-            .unwrap(),
+        in_state(&e, BatchState::Succeeded).await,
         ["payments/batch/1"]
     );
-    assert!(e
-        .store
-        .batches_in("payments", BatchState::Merging)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(in_state(&e, BatchState::Merging).await.is_empty());
     let conclude = e.backend.peek("conclude", 10).await.unwrap();
     assert_eq!(conclude[0].id, "payments/batch/1/conclude/merged");
     assert!(!conclude[0].metadata.contains_key("failure_reason"));
@@ -433,18 +430,10 @@ async fn a_redelivered_terminal_result_repairs_and_fans_out_with_the_same_ids() 
         .await
         .unwrap();
     assert_eq!(
-        e.store
-            .batches_in("payments", BatchState::Succeeded)
-            .await
-            .unwrap(),
+        in_state(&e, BatchState::Succeeded).await,
         ["payments/batch/1"]
     );
-    assert!(e
-        .store
-        .batches_in("payments", BatchState::Merging)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(in_state(&e, BatchState::Merging).await.is_empty());
     assert_eq!(
         ids(&e, "conclude").await.len(),
         1,
