@@ -20,6 +20,7 @@ use keyway_runtime::topic::Contract;
 use keyway_runtime::transport::{Delivery, Failure, Handler, MessageId, Metadata, Outcome};
 
 use super::orchestrator::{settle_request, Outbox};
+use super::runway::Answers;
 use super::store::Store;
 use crate::orchestrator::topics as otopics;
 use crate::orchestrator::{BatchRef, BatchState, Parked, RequestState};
@@ -189,8 +190,7 @@ impl Handler for BatchReconciler {
 /// Answers dead-lettered merge requests FAILED, so the orchestrator hears back.
 #[derive(Debug, Clone)]
 pub struct RunwayReconciler {
-    signal: Producer<rtopics::MergeSignal, RedisBackend>,
-    check_signal: Producer<rtopics::MergeConflictCheckSignal, RedisBackend>,
+    answers: Answers,
     parking: Parking,
 }
 
@@ -198,8 +198,7 @@ impl RunwayReconciler {
     /// A reconciler answering through `backend`.
     pub fn new(backend: &RedisBackend) -> Self {
         RunwayReconciler {
-            signal: Producer::new(backend.clone()),
-            check_signal: Producer::new(backend.clone()),
+            answers: Answers::new(backend),
             parking: Parking::new(backend),
         }
     }
@@ -214,16 +213,10 @@ impl RunwayReconciler {
         };
         let id = MessageId::intent(&request.id, &["dlq"])
             .map_err(|e| HandlerError::permanent(e.to_string()))?;
-        if d.topic.starts_with(rtopics::TopicKey::RunwayMerge.as_str()) {
-            self.signal
-                .publish(&result, id, &d.partition_key, Metadata::new())
-                .await?;
-        } else {
-            self.check_signal
-                .publish(&result, id, &d.partition_key, Metadata::new())
-                .await?;
-        }
-        Ok(())
+        let commit = d.topic.starts_with(rtopics::TopicKey::RunwayMerge.as_str());
+        self.answers
+            .publish(&result, id, &d.partition_key, commit)
+            .await
     }
 }
 

@@ -159,13 +159,50 @@ pub fn answer(request: &MergeRequest, verdict: &Verdict) -> MergeResult {
     }
 }
 
+/// Where Runway's answers go: `merge-signal` for a commit, `merge-conflict-check-signal` for a
+/// dry run.
+#[derive(Debug, Clone)]
+pub struct Answers {
+    signal: Producer<topics::MergeSignal, RedisBackend>,
+    check_signal: Producer<topics::MergeConflictCheckSignal, RedisBackend>,
+}
+
+impl Answers {
+    /// Producers on `backend`.
+    pub fn new(backend: &RedisBackend) -> Self {
+        Answers {
+            signal: Producer::new(backend.clone()),
+            check_signal: Producer::new(backend.clone()),
+        }
+    }
+
+    /// Publish `result` with message id `id` on the partition key the request came with.
+    pub async fn publish(
+        &self,
+        result: &MergeResult,
+        id: MessageId,
+        partition_key: &str,
+        commit: bool,
+    ) -> Result<(), HandlerError> {
+        if commit {
+            self.signal
+                .publish(result, id, partition_key, Metadata::new())
+                .await?;
+        } else {
+            self.check_signal
+                .publish(result, id, partition_key, Metadata::new())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 /// Answers `runway-merge` (commit) on `merge-signal` and `merge-conflict-check` (dry run) on
 /// `merge-conflict-check-signal`: message id = the request id, partition key as received.
 #[derive(Debug, Clone)]
 pub struct Responder<M> {
     merger: M,
-    signal: Producer<topics::MergeSignal, RedisBackend>,
-    check_signal: Producer<topics::MergeConflictCheckSignal, RedisBackend>,
+    answers: Answers,
 }
 
 impl<M: Merger> Responder<M> {
@@ -173,8 +210,7 @@ impl<M: Merger> Responder<M> {
     pub fn new(merger: M, backend: &RedisBackend) -> Self {
         Responder {
             merger,
-            signal: Producer::new(backend.clone()),
-            check_signal: Producer::new(backend.clone()),
+            answers: Answers::new(backend),
         }
     }
 
@@ -195,15 +231,9 @@ impl<M: Merger> Responder<M> {
         let result = answer(&request, &verdict);
         let id = MessageId::new(request.id.clone())
             .map_err(|e| HandlerError::permanent(e.to_string()))?;
-        if commit {
-            self.signal
-                .publish(&result, id, &d.partition_key, Metadata::new())
-                .await?;
-        } else {
-            self.check_signal
-                .publish(&result, id, &d.partition_key, Metadata::new())
-                .await?;
-        }
+        self.answers
+            .publish(&result, id, &d.partition_key, commit)
+            .await?;
         Ok(Handled::Ack)
     }
 }
