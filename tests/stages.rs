@@ -168,6 +168,11 @@ async fn signal(e: &Env, r: MergeResult) -> Result<Handled, HandlerError> {
     .await
 }
 
+/// The seeded batch, as stored now.
+async fn the_batch(e: &Env) -> Batch {
+    e.store.batch("payments/batch/1").await.unwrap().unwrap()
+}
+
 /// Batches of queue `payments` in `state`, by the membership records.
 async fn in_state(e: &Env, state: BatchState) -> Vec<String> {
     e.store.batches_in("payments", state).await.unwrap()
@@ -297,7 +302,7 @@ async fn mergesignal_lands_the_batch_and_fans_out_conclude_then_speculate() {
     signal(&e, result(MergeOutcome::Succeeded, ""))
         .await
         .unwrap();
-    let batch = e.store.batch("payments/batch/1").await.unwrap().unwrap();
+    let batch = the_batch(&e).await;
     assert_eq!((batch.state(), batch.version), (BatchState::Succeeded, 2));
     assert_eq!(
         in_state(&e, BatchState::Succeeded).await,
@@ -331,7 +336,7 @@ async fn a_failed_merge_carries_its_reason_to_conclude() {
     signal(&e, result(MergeOutcome::Failed, "conflict in README.md"))
         .await
         .unwrap();
-    let batch = e.store.batch("payments/batch/1").await.unwrap().unwrap();
+    let batch = the_batch(&e).await;
     assert_eq!(
         (batch.state(), batch.failure_reason.as_str()),
         (BatchState::Failed, "conflict in README.md")
@@ -375,7 +380,7 @@ async fn an_unspecified_outcome_fails_the_batch() {
     signal(&e, result(MergeOutcome::Unspecified, ""))
         .await
         .unwrap();
-    let batch = e.store.batch("payments/batch/1").await.unwrap().unwrap();
+    let batch = the_batch(&e).await;
     assert_eq!(
         (batch.state(), batch.failure_reason.as_str()),
         (BatchState::Failed, "merge failed")
@@ -392,7 +397,7 @@ async fn a_cancelling_batch_is_left_to_the_cancel_path() {
             .unwrap(),
         Handled::Ack
     );
-    let batch = e.store.batch("payments/batch/1").await.unwrap().unwrap();
+    let batch = the_batch(&e).await;
     assert_eq!((batch.state(), batch.version), (BatchState::Cancelling, 1));
     assert!(ids(&e, "conclude").await.is_empty());
 }
@@ -456,7 +461,7 @@ async fn a_redelivered_terminal_result_repairs_and_fans_out_with_the_same_ids() 
 async fn a_version_conflict_is_a_retryable_failure() {
     let e = env().await;
     seed(&e.store, BatchState::Merging).await;
-    let mut stale = e.store.batch("payments/batch/1").await.unwrap().unwrap();
+    let mut stale = the_batch(&e).await;
     let mut fresh = stale.clone();
     fresh.set_state(BatchState::Failed);
     e.store.update_batch(&mut fresh).await.unwrap();
@@ -469,7 +474,7 @@ async fn a_version_conflict_is_a_retryable_failure() {
     );
     assert!(HandlerError::from(err).is_retryable());
     // Re-reading and retrying succeeds.
-    let mut reread = e.store.batch("payments/batch/1").await.unwrap().unwrap();
+    let mut reread = the_batch(&e).await;
     reread.set_state(BatchState::Succeeded);
     e.store.update_batch(&mut reread).await.unwrap();
     assert_eq!(
@@ -548,7 +553,7 @@ async fn the_reconciler_fails_a_dead_lettered_batch_and_its_members() {
             .handle(&dead_letter("merge-signal_dlq", payload))
             .await;
         assert_eq!(outcome, Outcome::Ack, "{state:?}");
-        let batch = e.store.batch("payments/batch/1").await.unwrap().unwrap();
+        let batch = the_batch(&e).await;
         let r = e.store.request("payments/1").await.unwrap().unwrap();
         match state {
             BatchState::Succeeded | BatchState::Cancelled => {
@@ -726,7 +731,7 @@ async fn a_poison_result_is_dead_lettered_and_reconciled() {
     while let Some(done) = tasks.join_next().await {
         done.unwrap().unwrap();
     }
-    let batch = e.store.batch("payments/batch/1").await.unwrap().unwrap();
+    let batch = the_batch(&e).await;
     assert_eq!(batch.state(), BatchState::Failed);
     assert_eq!(
         batch.failure_reason,
