@@ -1,4 +1,9 @@
-// Shared by the UI cases: a publisher that accepts everything.
+// Shared by the cases: the generated bindings, and a publisher that accepts everything.
+#[allow(dead_code, unreachable_pub)]
+pub mod contract {
+    include!(concat!(env!("KEYWAY_UI_BINDINGS"), "/_includes.rs"));
+}
+
 use keyway_runtime::transport::{OutgoingMessage, PublishReceipt, Publisher, TransportError};
 
 pub struct Null;
