@@ -6,50 +6,35 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Subcommand, ValueEnum};
 use keyway_codegen::contract::{self, BreakingOptions, CheckOptions, Finding, Severity};
 use keyway_codegen::Compiled;
 
-/// Contract tools for CI: lint topic bindings and conventions, detect breaking changes, export
-/// the descriptor set, list topics.
-///
-/// Exit codes: 0 clean (warnings allowed), 1 violations found, 2 usage or compile error.
-#[derive(Debug, Parser)]
-#[command(name = "keyway contract", version)]
-pub(crate) struct ContractCli {
-    #[command(subcommand)]
-    command: Command,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     Human,
     Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Level {
+pub(crate) enum Level {
     Error,
     Warning,
 }
 
 #[derive(Debug, clap::Args)]
-struct Inputs {
+pub(crate) struct Inputs {
     /// Directory to search for imports and (when no FILES are given) the files to check;
-    /// repeatable.
-    #[arg(
-        long = "proto-path",
-        short = 'I',
-        value_name = "DIR",
-        default_value = "."
-    )]
+    /// repeatable. Default: the current directory.
+    #[arg(long = "proto-path", short = 'I', value_name = "DIR")]
     proto_paths: Vec<PathBuf>,
     /// Files to compile, relative to a proto path; default: every .proto under the proto paths.
     files: Vec<String>,
 }
 
+/// `keyway contract …`.
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Topic bindings (each key bound to one message, valid names), registry drift against a
     /// runtime config, and protojson-safe conventions on payload messages.
     Check {
@@ -99,18 +84,9 @@ enum Command {
     },
 }
 
-/// Run `keyway contract` with `args` (the words after `contract`).
-pub(crate) fn main(args: &[&str]) -> ExitCode {
-    let cli = match ContractCli::try_parse_from(
-        std::iter::once("keyway contract").chain(args.iter().copied()),
-    ) {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
-    };
-    match run(cli.command) {
+/// Run one contract command: 0 clean, 1 violations, 2 usage or compile error.
+pub(crate) fn run(command: Command) -> ExitCode {
+    match run_command(command) {
         Ok(code) => code,
         Err(message) => {
             eprintln!("{message}");
@@ -119,9 +95,21 @@ pub(crate) fn main(args: &[&str]) -> ExitCode {
     }
 }
 
+impl Inputs {
+    /// The proto paths given, or the current directory.
+    fn paths(&self) -> Vec<PathBuf> {
+        if self.proto_paths.is_empty() {
+            vec![PathBuf::from(".")]
+        } else {
+            self.proto_paths.clone()
+        }
+    }
+}
+
 fn compile(inputs: &Inputs) -> Result<Compiled, String> {
+    let paths = inputs.paths();
     let result = if inputs.files.is_empty() {
-        keyway_codegen::read_tree(&inputs.proto_paths).and_then(|sources| {
+        keyway_codegen::read_tree(&paths).and_then(|sources| {
             if sources.is_empty() {
                 Ok(None)
             } else {
@@ -129,20 +117,113 @@ fn compile(inputs: &Inputs) -> Result<Compiled, String> {
             }
         })
     } else {
-        keyway_codegen::compile(&inputs.files, &inputs.proto_paths).map(Some)
+        keyway_codegen::compile(&inputs.files, &paths).map(Some)
     };
     match result {
         Ok(Some(c)) => Ok(c),
         Ok(None) => Err(format!(
             "no .proto files under {}",
-            inputs
-                .proto_paths
+            paths
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
-        Err(e) => Err(e.to_string()),
+        Err(e) => {
+            let mut message = e.to_string();
+            for hint in import_hints(&e, inputs) {
+                message.push_str("\n\n");
+                message.push_str(&hint);
+            }
+            Err(message)
+        }
+    }
+}
+
+/// Directories not searched for a missing import's home.
+const SKIPPED_DIRS: &[&str] = &["target", "node_modules"];
+
+/// For each import that was not found: which `-I` would find it, or that none was given.
+fn import_hints(error: &keyway_codegen::Error, inputs: &Inputs) -> Vec<String> {
+    let mut hints = Vec::new();
+    for d in error.diagnostics() {
+        let Some(import) = d
+            .message
+            .strip_prefix("import '")
+            .and_then(|m| m.strip_suffix("' not found"))
+        else {
+            continue;
+        };
+        let mut homes = Vec::new();
+        for root in inputs.paths() {
+            find_homes(&root, Path::new(import), 4, &mut homes);
+        }
+        let searched = if inputs.proto_paths.is_empty() {
+            "no -I/--proto-path was given, so only the current directory was searched"
+                .to_owned()
+        } else {
+            format!(
+                "searched {}",
+                inputs
+                    .proto_paths
+                    .iter()
+                    .map(|p| format!("-I {}", p.display()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let hint = match homes.as_slice() {
+            [] => format!(
+                "help: '{import}' is not under any proto path ({searched}); pass the directory \
+                 it is relative to with -I"
+            ),
+            found => format!(
+                "help: {searched}; `{}` would find '{import}'",
+                found
+                    .iter()
+                    .map(|h| format!("-I {}", h.display()))
+                    .collect::<Vec<_>>()
+                    .join("` or `")
+            ),
+        };
+        if !hints.contains(&hint) {
+            hints.push(hint);
+        }
+    }
+    hints
+}
+
+/// Directories under `dir` (down to `depth` levels, `dir` itself included) that contain
+/// `import`, skipping hidden and build directories.
+fn find_homes(dir: &Path, import: &Path, depth: usize, found: &mut Vec<PathBuf>) {
+    if dir.join(import).is_file() {
+        let home = dir.strip_prefix(".").unwrap_or(dir);
+        found.push(if home.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            home.to_owned()
+        });
+        return;
+    }
+    if depth == 0 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            !name.starts_with('.') && !SKIPPED_DIRS.contains(&name.as_ref())
+        })
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    for sub in dirs {
+        find_homes(&sub, import, depth - 1, found);
     }
 }
 
@@ -270,7 +351,7 @@ fn report(findings: &[Finding], format: Format) -> ExitCode {
     }
 }
 
-fn run(command: Command) -> Result<ExitCode, String> {
+fn run_command(command: Command) -> Result<ExitCode, String> {
     match command {
         Command::Check {
             inputs,
@@ -292,7 +373,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             format,
         } => {
             let new = compile(&inputs)?;
-            let old = baseline(&against, &inputs.proto_paths)?;
+            let old = baseline(&against, &inputs.paths())?;
             let options = BreakingOptions {
                 removed_field: match removed_field {
                     Level::Error => Severity::Error,

@@ -2,68 +2,140 @@
 //!
 //! Exit codes: 0 success, 1 the command ran and failed, 2 usage error.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
 
 mod contract_cli;
 
 use keyway::stages::app::{self, Role};
 use keyway::stages::demo;
 use keyway_runtime::json;
+use keyway_runtime::redis::config::redact_url;
 use keyway_runtime::redis::{EmbeddedOptions, EmbeddedRedis, RedisBackend, Shutdown};
 
-const USAGE: &str = "\
-usage: keyway <command>
+/// Keyway: the `.proto` file is the contract for your message queues. Runs the merge loop's
+/// stages on Redis Streams and checks contracts in CI.
+///
+/// Exit codes: 0 success, 1 the command ran and failed, 2 usage error.
+#[derive(Debug, Parser)]
+#[command(name = "keyway", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-commands:
-  demo                 run the whole merge loop on seeded queues and print the outcome;
-                       uses REDIS_URL, or starts its own redis-server when REDIS_URL is unset
-  run <role>...        run stage roles against REDIS_URL until SIGTERM or Ctrl-C;
-                       roles: merge, mergesignal, runway, reconcile, conclude, speculate, all;
-                       KEYWAY_CONFIG=<file.toml> sets streams, Redis and subscription settings
-  dlq list             list the dead letters the reconcilers parked for an operator (REDIS_URL)
-  descriptor           write the contract's encoded FileDescriptorSet to standard output
-  contract <command>   contract tools for CI: check, breaking, descriptor, topics
-                       (`keyway contract --help`)
-";
+/// Where Redis is: `REDIS_URL`, or `--redis-url`. The value is never echoed in help.
+#[derive(Debug, clap::Args)]
+struct Redis {
+    /// Redis to use, e.g. redis://127.0.0.1:6379 (rediss:// for TLS).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "URL")]
+    redis_url: Option<String>,
+    /// TOML file with streams, Redis settings and per-topic subscription overrides.
+    #[arg(long, env = "KEYWAY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole merge loop on seeded queues and print the outcome; exits 1 if anything
+    /// turned out other than seeded.
+    ///
+    /// Uses REDIS_URL, or starts its own redis-server in a scratch directory when it is unset.
+    Demo {
+        #[command(flatten)]
+        redis: Redis,
+    },
+    /// Run stage roles until SIGTERM or Ctrl-C.
+    Run {
+        /// The roles to run in this process.
+        #[arg(required = true, value_enum, value_name = "ROLE")]
+        roles: Vec<RoleName>,
+        #[command(flatten)]
+        redis: Redis,
+    },
+    /// Dead letters the reconcilers parked for an operator.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Write the contract's encoded FileDescriptorSet to standard output.
+    Descriptor,
+    /// Contract tools for CI: check, breaking, descriptor, topics.
+    ///
+    /// Exit codes: 0 clean (warnings allowed), 1 violations found, 2 usage or compile error.
+    Contract {
+        #[command(subcommand)]
+        command: contract_cli::Command,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List the parked dead letters.
+    List {
+        #[command(flatten)]
+        redis: Redis,
+    },
+}
+
+/// A role on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RoleName {
+    /// submitqueue-merge → runway-merge.
+    Merge,
+    /// merge-signal → batch state, conclude, speculate.
+    Mergesignal,
+    /// The Runway responder.
+    Runway,
+    /// Every dead-letter reconciler.
+    Reconcile,
+    /// The conclude stage.
+    Conclude,
+    /// The speculate stage.
+    Speculate,
+    /// Every role.
+    All,
+}
+
+impl RoleName {
+    fn roles(self) -> &'static [Role] {
+        match self {
+            RoleName::Merge => &[Role::Merge],
+            RoleName::Mergesignal => &[Role::MergeSignal],
+            RoleName::Runway => &[Role::Runway],
+            RoleName::Reconcile => &[Role::Reconcile],
+            RoleName::Conclude => &[Role::Conclude],
+            RoleName::Speculate => &[Role::Speculate],
+            RoleName::All => &Role::ALL,
+        }
+    }
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        ["descriptor"] => {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Descriptor => {
             use std::io::Write;
             match std::io::stdout().write_all(keyway::DESCRIPTOR_SET) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(format!("writing the descriptor set: {e}")),
             }
         }
-        ["-h" | "--help" | "help"] => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        ["demo"] => runtime().block_on(demo_command()),
-        ["contract", rest @ ..] => contract_cli::main(rest),
-        ["dlq", "list"] => runtime().block_on(dlq_list()),
-        ["run", roles @ ..] if !roles.is_empty() => {
-            let mut parsed = Vec::new();
-            for name in roles {
-                match *name {
-                    "all" => parsed.extend(Role::ALL),
-                    other => match Role::parse(other) {
-                        Some(role) => parsed.push(role),
-                        None => {
-                            eprintln!("keyway: unknown role {other:?}\n");
-                            eprint!("{USAGE}");
-                            return ExitCode::from(2);
-                        }
-                    },
+        Command::Demo { redis } => runtime().block_on(demo_command(redis)),
+        Command::Contract { command } => contract_cli::run(command),
+        Command::Dlq {
+            command: DlqCommand::List { redis },
+        } => runtime().block_on(dlq_list(redis)),
+        Command::Run { roles, redis } => {
+            let mut parsed: Vec<Role> = Vec::new();
+            for role in roles.iter().flat_map(|r| r.roles()) {
+                if !parsed.contains(role) {
+                    parsed.push(*role);
                 }
             }
-            runtime().block_on(run_roles(parsed))
-        }
-        _ => {
-            eprint!("{USAGE}");
-            ExitCode::from(2)
+            runtime().block_on(run_roles(parsed, redis))
         }
     }
 }
@@ -80,31 +152,31 @@ fn fail(message: String) -> ExitCode {
     ExitCode::from(1)
 }
 
-async fn connect(url: &str) -> Result<RedisBackend, String> {
-    // KEYWAY_CONFIG names a TOML file with the registry, Redis settings and subscriptions.
-    let config = match std::env::var_os("KEYWAY_CONFIG") {
-        Some(path) => app::load_config(std::path::Path::new(&path), Some(url))?,
+async fn connect(url: &str, redis: &Redis) -> Result<RedisBackend, String> {
+    let config = match &redis.config {
+        Some(path) => app::load_config(path, Some(url))?,
         None => app::config(url),
     };
     let (backend, preflight) = RedisBackend::connect(config)
         .await
-        .map_err(|e| format!("cannot use Redis at {url}: {e}"))?;
+        .map_err(|e| e.to_string())?;
     for warning in preflight.warnings {
         eprintln!("keyway: warning: {warning}");
     }
     Ok(backend)
 }
 
-fn redis_url() -> Result<String, String> {
-    std::env::var("REDIS_URL")
-        .map_err(|_| "REDIS_URL is not set (for example redis://127.0.0.1:6379)".to_owned())
+fn redis_url(redis: &Redis) -> Result<String, String> {
+    redis.redis_url.clone().ok_or_else(|| {
+        "REDIS_URL is not set (for example redis://127.0.0.1:6379; or pass --redis-url)".to_owned()
+    })
 }
 
-async fn demo_command() -> ExitCode {
+async fn demo_command(redis: Redis) -> ExitCode {
     // With no REDIS_URL, a server of our own in a scratch directory, removed on exit.
-    let (url, server) = match std::env::var("REDIS_URL") {
-        Ok(url) => (url, None),
-        Err(_) => match EmbeddedRedis::start(EmbeddedOptions::default()) {
+    let (url, server) = match &redis.redis_url {
+        Some(url) => (url.clone(), None),
+        None => match EmbeddedRedis::start(EmbeddedOptions::default()) {
             Ok(server) => {
                 println!(
                     "started redis-server on {} (data in {})",
@@ -116,7 +188,7 @@ async fn demo_command() -> ExitCode {
             Err(e) => return fail(e.to_string()),
         },
     };
-    let backend = match connect(&url).await {
+    let backend = match connect(&url, &redis).await {
         Ok(b) => b,
         Err(e) => return fail(e),
     };
@@ -128,19 +200,23 @@ async fn demo_command() -> ExitCode {
     }
 }
 
-async fn run_roles(roles: Vec<Role>) -> ExitCode {
-    let url = match redis_url() {
+async fn run_roles(roles: Vec<Role>, redis: Redis) -> ExitCode {
+    let url = match redis_url(&redis) {
         Ok(u) => u,
         Err(e) => return fail(e),
     };
-    let backend = match connect(&url).await {
+    let backend = match connect(&url, &redis).await {
         Ok(b) => b,
         Err(e) => return fail(e),
     };
     let (trigger, shutdown) = Shutdown::new();
     let mut tasks = app::start(&backend, &roles, &shutdown);
     let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
-    eprintln!("keyway: running {} against {url}", names.join(", "));
+    eprintln!(
+        "keyway: running {} against {}",
+        names.join(", "),
+        redact_url(&url)
+    );
     let mut terminate =
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
@@ -150,7 +226,11 @@ async fn run_roles(roles: Vec<Role>) -> ExitCode {
     tokio::select! {
         _ = terminate.recv() => eprintln!("keyway: SIGTERM, stopping"),
         _ = tokio::signal::ctrl_c() => eprintln!("keyway: interrupted, stopping"),
-        done = tasks.join_next() => failed = Some(format!("a stage stopped early: {done:?}")),
+        done = tasks.join_next() => failed = Some(match done {
+            Some(Ok(Err(e))) => format!("a stage failed: {e}"),
+            Some(Err(e)) => format!("a stage crashed: {e}"),
+            _ => "a stage stopped early".to_owned(),
+        }),
     }
     trigger.trigger();
     while let Some(done) = tasks.join_next().await {
@@ -164,12 +244,12 @@ async fn run_roles(roles: Vec<Role>) -> ExitCode {
     }
 }
 
-async fn dlq_list() -> ExitCode {
-    let url = match redis_url() {
+async fn dlq_list(redis: Redis) -> ExitCode {
+    let url = match redis_url(&redis) {
         Ok(u) => u,
         Err(e) => return fail(e),
     };
-    let backend = match connect(&url).await {
+    let backend = match connect(&url, &redis).await {
         Ok(b) => b,
         Err(e) => return fail(e),
     };

@@ -48,6 +48,18 @@ fn the_demo_runs_the_whole_loop_on_its_own_redis_server() {
         .filter(|l| l.split_whitespace().nth(1) == Some("LANDED"))
         .count();
     assert_eq!(landed, 7, "{stdout}");
+    // It says what to expect, and that it happened.
+    for seeded in [
+        "payments/batch/2 is seeded to fail: its change conflicts",
+        "search/batch/1 is seeded to fail: its merge backend is unavailable",
+    ] {
+        assert!(stdout.contains(seeded), "{stdout}");
+    }
+    assert_eq!(
+        stdout.lines().last(),
+        Some("6 batches: 4 succeeded, 2 failed as seeded; 0 unexpected"),
+        "{stdout}"
+    );
     assert!(stdout
         .lines()
         .any(|l| l.starts_with("payments/3") && l.contains("ERROR")));
@@ -70,11 +82,184 @@ fn descriptor_writes_the_embedded_set() {
 
 #[test]
 fn usage_errors_exit_2() {
-    for args in [&["frobnicate"][..], &["run"], &["run", "sideways"]] {
+    for (args, says) in [
+        (&["frobnicate"][..], "unrecognized subcommand 'frobnicate'"),
+        (&["run"], "required arguments were not provided"),
+        (&["run", "sideways"], "[possible values: merge, mergesignal, runway,"),
+        (&["dlq"], "Usage: keyway dlq <COMMAND>"),
+    ] {
         let out = keyway(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("usage: keyway"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(stderr.contains("--help"), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn version_and_help_for_every_command() {
+    let out = keyway(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("keyway {}", env!("CARGO_PKG_VERSION"))
+    );
+    for args in [
+        &["--help"][..],
+        &["demo", "--help"],
+        &["run", "--help"],
+        &["dlq", "--help"],
+        &["dlq", "list", "--help"],
+        &["descriptor", "--help"],
+        &["contract", "--help"],
+        &["contract", "check", "--help"],
+        &["contract", "breaking", "--help"],
+        &["contract", "descriptor", "--help"],
+        &["contract", "topics", "--help"],
+    ] {
+        let out = keyway(args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {stdout}");
+        let command = args[..args.len() - 1].join(" ");
+        let usage = format!("Usage: keyway {command}").trim_end().to_owned();
+        assert!(stdout.contains(&usage), "{args:?}: {stdout}");
+    }
+    // `run --help` is help, not a role named `--help`, and lists the roles.
+    let stdout = String::from_utf8_lossy(&keyway(&["run", "--help"]).stdout).into_owned();
+    for role in ["merge", "mergesignal", "runway", "reconcile", "all"] {
+        assert!(stdout.contains(&format!("- {role}:")), "{stdout}");
+    }
+}
+
+#[test]
+fn a_mistyped_command_suggests_the_closest_one() {
+    for (args, suggestion) in [
+        (&["dmeo"][..], "'demo'"),
+        (&["contract", "brekaing"], "'breaking'"),
+        (&["contract", "chekc"], "'check'"),
+    ] {
+        let out = keyway(args);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("a similar subcommand exists: {suggestion}")),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn help_never_shows_the_redis_password() {
+    let out = Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(["run", "--help"])
+        .env("REDIS_URL", "redis://app:hunter2@127.0.0.1:6379")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("[env: REDIS_URL]"), "{stdout}");
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn a_connection_error_is_one_readable_line_without_the_password() {
+    let port = closed_port();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(["dlq", "list"])
+        .env("REDIS_URL", format!("redis://app:hunter2@127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        format!("keyway: cannot connect to Redis at redis://app:***@127.0.0.1:{port}: connection refused")
+    );
+}
+
+#[test]
+fn a_url_that_is_not_redis_is_rejected_by_name() {
+    let out = Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(["dlq", "list"])
+        .env("REDIS_URL", "http://127.0.0.1:6390")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`http://` is not a Redis URL scheme (expected one of redis://, rediss://"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn the_example_config_matches_the_contract_and_the_stages() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(["contract", "check", "-I", "api", "-I", "orchestrator/proto"])
+        .args(["--config", "keyway.toml"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("0 error(s), 0 warning(s)"), "{stdout}");
+    // ... and the stages run with it.
+    let config = keyway::stages::app::load_config(
+        &std::path::Path::new(root).join("keyway.toml"),
+        None,
+    )
+    .unwrap();
+    let runway = &config.subscriptions["runway"];
+    assert_eq!(runway.topic, "runway-merge");
+    assert_eq!(runway.visibility_timeout, std::time::Duration::from_secs(300));
+}
+
+#[test]
+fn a_missing_import_says_which_proto_path_would_find_it() {
+    let dir = std::env::temp_dir().join(format!("keyway-cli-imports-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("api/acme/common")).unwrap();
+    std::fs::create_dir_all(dir.join("api/acme/orders")).unwrap();
+    std::fs::write(
+        dir.join("api/acme/common/money.proto"),
+        "syntax = \"proto3\";\npackage acme.common;\nmessage Money { int64 units = 1; }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("api/acme/orders/order.proto"),
+        "syntax = \"proto3\";\npackage acme.orders;\nimport \"acme/common/money.proto\";\nmessage Order { acme.common.Money total = 1; }\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_keyway"))
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = run(&["contract", "check"]);
+    assert!(stderr.contains("import 'acme/common/money.proto' not found"), "{stderr}");
+    assert!(
+        stderr.contains("help: no -I/--proto-path was given, so only the current directory was searched; `-I api` would find 'acme/common/money.proto'"),
+        "{stderr}"
+    );
+    std::fs::remove_file(dir.join("api/acme/common/money.proto")).unwrap();
+    let stderr = run(&["contract", "check", "-I", "api"]);
+    assert!(
+        stderr.contains("help: 'acme/common/money.proto' is not under any proto path (searched -I api); pass the directory it is relative to with -I"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -13,11 +13,13 @@ use super::store::{is_terminal, Store};
 use crate::orchestrator::topics as otopics;
 use crate::orchestrator::{Batch, BatchRef, BatchState, LandStrategy, Request, RequestState};
 
-/// One seeded batch: its queue, number, and its requests' (number, strategy, marker).
+/// One seeded batch: its queue, number, its requests' (number, strategy, marker), and why it
+/// is meant to fail, if it is.
 struct Seed {
     queue: &'static str,
     batch: u32,
     requests: &'static [(u32, LandStrategy, Option<&'static str>)],
+    fails: Option<&'static str>,
 }
 
 const SEEDS: &[Seed] = &[
@@ -28,11 +30,13 @@ const SEEDS: &[Seed] = &[
             (1, LandStrategy::SquashRebase, None),
             (2, LandStrategy::Rebase, None),
         ],
+        fails: None,
     },
     Seed {
         queue: "payments",
         batch: 2,
         requests: &[(3, LandStrategy::Merge, Some(FAKE_CONFLICT))],
+        fails: Some("its change conflicts"),
     },
     Seed {
         queue: "payments",
@@ -41,11 +45,13 @@ const SEEDS: &[Seed] = &[
             (4, LandStrategy::SquashRebase, None),
             (5, LandStrategy::Unset, None),
         ],
+        fails: None,
     },
     Seed {
         queue: "search",
         batch: 1,
         requests: &[(1, LandStrategy::Rebase, Some(FAKE_ERROR))],
+        fails: Some("its merge backend is unavailable"),
     },
     Seed {
         queue: "search",
@@ -54,11 +60,13 @@ const SEEDS: &[Seed] = &[
             (2, LandStrategy::Rebase, None),
             (3, LandStrategy::Promote, None),
         ],
+        fails: None,
     },
     Seed {
         queue: "infra",
         batch: 1,
         requests: &[(1, LandStrategy::Promote, None)],
+        fails: None,
     },
 ];
 
@@ -135,6 +143,14 @@ pub async fn run(backend: &RedisBackend, out: &mut impl std::io::Write) -> Resul
             batches.len()
         ),
     );
+    for (seed, batch) in SEEDS.iter().zip(&batches) {
+        if let Some(why) = seed.fails {
+            w(
+                out,
+                format!("  {} is seeded to fail: {why}", batch.id),
+            );
+        }
+    }
     let (trigger, shutdown) = Shutdown::new();
     let mut tasks = app::start(backend, &Role::ALL, &shutdown);
     submit(backend, &batches).await?;
@@ -188,10 +204,158 @@ pub async fn run(backend: &RedisBackend, out: &mut impl std::io::Write) -> Resul
         }
     }
     table(&store, &batches, out).await?;
-    if settled {
-        Ok(())
-    } else {
+    let summary = summarize(&store, &batches).await?;
+    w(out, format!("\n{}", summary.line()));
+    if !settled {
         Err("not every batch settled within 60 s".into())
+    } else if !summary.unexpected.is_empty() {
+        Err(format!(
+            "unexpected outcomes: {}",
+            summary.unexpected.join("; ")
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// How the batches ended, compared with how they were seeded.
+#[derive(Debug, Default)]
+struct Summary {
+    batches: usize,
+    succeeded: usize,
+    failed_as_seeded: usize,
+    unexpected: Vec<String>,
+}
+
+impl Summary {
+    fn line(&self) -> String {
+        format!(
+            "{} batches: {} succeeded, {} failed as seeded; {} unexpected",
+            self.batches,
+            self.succeeded,
+            self.failed_as_seeded,
+            self.unexpected.len()
+        )
+    }
+}
+
+/// A batch is as expected when it succeeded with every request landed, or failed as seeded with
+/// every request in error.
+async fn summarize(store: &Store, batches: &[Batch]) -> Result<Summary, String> {
+    let mut summary = Summary {
+        batches: batches.len(),
+        ..Summary::default()
+    };
+    for (seed, b) in SEEDS.iter().zip(batches) {
+        let batch = store
+            .batch(&b.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        let mut requests = Vec::new();
+        for id in &b.contains {
+            let r = store
+                .request(id)
+                .await
+                .map_err(|e| e.to_string())?
+                .unwrap_or_else(|| Request {
+                    id: id.clone(),
+                    ..Request::default()
+                });
+            requests.push(r);
+        }
+        let wrong = judge(seed.fails.is_some(), &batch, &requests);
+        match (wrong.is_empty(), seed.fails) {
+            (true, None) => summary.succeeded += 1,
+            (true, Some(_)) => summary.failed_as_seeded += 1,
+            (false, _) => summary.unexpected.push(wrong.join(", ")),
+        }
+    }
+    Ok(summary)
+}
+
+/// What is wrong with how `batch` and its `requests` ended, given whether it was seeded to fail:
+/// a batch meant to succeed has every request landed, one meant to fail every request in error.
+fn judge(seeded_to_fail: bool, batch: &Batch, requests: &[Request]) -> Vec<String> {
+    let (want_batch, want_request) = if seeded_to_fail {
+        (BatchState::Failed, RequestState::Error)
+    } else {
+        (BatchState::Succeeded, RequestState::Landed)
+    };
+    let mut wrong = Vec::new();
+    if batch.state() != want_batch {
+        wrong.push(format!(
+            "{} is {}, expected {}",
+            batch.id,
+            state_name(batch.state()),
+            state_name(want_batch)
+        ));
+    }
+    for r in requests {
+        if r.state() != want_request {
+            wrong.push(format!(
+                "request {} is {}, expected {}",
+                r.id,
+                r.state().as_str_name(),
+                want_request.as_str_name()
+            ));
+        }
+    }
+    wrong
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(state: BatchState) -> Batch {
+        Batch {
+            id: "q/batch/1".into(),
+            state: state as i32,
+            ..Batch::default()
+        }
+    }
+
+    fn request(state: RequestState) -> Request {
+        Request {
+            id: "q/1".into(),
+            state: state as i32,
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn outcomes_are_judged_against_the_seed() {
+        let landed = [request(RequestState::Landed)];
+        let errored = [request(RequestState::Error)];
+        assert!(judge(false, &batch(BatchState::Succeeded), &landed).is_empty());
+        assert!(judge(true, &batch(BatchState::Failed), &errored).is_empty());
+        assert_eq!(
+            judge(false, &batch(BatchState::Failed), &errored),
+            [
+                "q/batch/1 is FAILED, expected SUCCEEDED",
+                "request q/1 is REQUEST_STATE_ERROR, expected REQUEST_STATE_LANDED"
+            ]
+        );
+        // A batch that succeeded while seeded to fail is as wrong as the reverse.
+        assert_eq!(
+            judge(true, &batch(BatchState::Succeeded), &landed).len(),
+            2
+        );
+        // A request still queued under a terminal batch is wrong either way.
+        let queued = [request(RequestState::Queued)];
+        assert_eq!(judge(false, &batch(BatchState::Succeeded), &queued).len(), 1);
+    }
+
+    #[test]
+    fn the_summary_is_one_line() {
+        let s = Summary {
+            batches: 6,
+            succeeded: 4,
+            failed_as_seeded: 1,
+            unexpected: vec!["x".into()],
+        };
+        assert_eq!(s.line(), "6 batches: 4 succeeded, 1 failed as seeded; 1 unexpected");
     }
 }
 

@@ -17,7 +17,9 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::config::{Config, EvictionCheck, SubscriptionConfig, DEAD_LETTER_SUFFIX};
+use super::config::{
+    check_url_scheme, redact_url, Config, EvictionCheck, SubscriptionConfig, DEAD_LETTER_SUFFIX,
+};
 use super::scripts;
 use crate::metrics::Metrics;
 use crate::topic::is_valid_topic_name;
@@ -218,10 +220,13 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 async fn connect_client(url: &str) -> Result<Client, TransportError> {
+    check_url_scheme(url)
+        .map_err(|e| TransportError::new(TransportErrorKind::Invalid, e.to_string()))?;
+    let shown = redact_url(url);
     let config = FredConfig::from_url(url).map_err(|e| {
         TransportError::new(
             TransportErrorKind::Invalid,
-            format!("redis url {url:?}: {e}"),
+            format!("redis url {shown}: {}", e.details()),
         )
     })?;
     let client = Builder::from_config(config)
@@ -235,8 +240,28 @@ async fn connect_client(url: &str) -> Result<Client, TransportError> {
         })
         .build()
         .map_err(transport_error)?;
-    client.init().await.map_err(transport_error)?;
+    client.init().await.map_err(|e| {
+        TransportError::new(
+            transport_error(e.clone()).kind(),
+            format!("cannot connect to Redis at {shown}: {}", readable(&e)),
+        )
+    })?;
     Ok(client)
+}
+
+/// A fred error as one line: an I/O error's own message (`connection refused`) rather than the
+/// `Debug` form fred keeps of it.
+fn readable(e: &FredError) -> String {
+    let details = e.details();
+    match details.split_once("message: \"") {
+        Some((_, rest)) => rest
+            .split('"')
+            .next()
+            .unwrap_or(rest)
+            .to_ascii_lowercase(),
+        None if details.is_empty() => format!("{:?} error", e.kind()).to_ascii_lowercase(),
+        None => details.to_owned(),
+    }
 }
 
 impl RedisBackend {

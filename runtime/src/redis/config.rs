@@ -91,6 +91,65 @@ impl Default for RedisConfig {
     }
 }
 
+/// The URL schemes a Redis connection accepts: plain, TLS, cluster and sentinel forms.
+pub const URL_SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    "redis-cluster",
+    "rediss-cluster",
+    "redis-sentinel",
+    "rediss-sentinel",
+];
+
+/// `url` with any password replaced by `***`, fit to print: `redis://app:***@host:6379`.
+/// Text that is not a URL comes back unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // The authority ends at the first `/`, `?` or `#`; credentials end at its last `@`.
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let (userinfo, host) = authority.split_at(at);
+    let user = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None if userinfo.is_empty() => String::new(),
+        // `redis://secret@host`: a lone user-info part is taken as the password.
+        None => "***".to_owned(),
+    };
+    format!("{scheme}://{user}{host}{tail}")
+}
+
+/// Check that `url` names a Redis scheme, with an error that says which schemes are accepted.
+pub fn check_url_scheme(url: &str) -> Result<(), ConfigError> {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    match scheme {
+        Some(s) if URL_SCHEMES.contains(&s.to_ascii_lowercase().as_str()) => Ok(()),
+        Some(s) => Err(ConfigError::new(
+            "redis.url",
+            format!(
+                "{}: `{s}://` is not a Redis URL scheme (expected one of {})",
+                redact_url(url),
+                URL_SCHEMES
+                    .iter()
+                    .map(|s| format!("{s}://"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+        None => Err(ConfigError::new(
+            "redis.url",
+            format!(
+                "{:?} is not a URL (for example redis://127.0.0.1:6379)",
+                redact_url(url)
+            ),
+        )),
+    }
+}
+
 /// Topic key → stream name. Dead-letter keys (`<key>_dlq`) resolve to `<stream>_dlq` without
 /// being listed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -249,7 +308,11 @@ impl Config {
                     for (key, value) in as_table(section, value)? {
                         let at = format!("redis.{key}");
                         match key.as_str() {
-                            "url" => redis.url = as_str(&at, value)?.to_owned(),
+                            "url" => {
+                                let url = as_str(&at, value)?;
+                                check_url_scheme(url)?;
+                                redis.url = url.to_owned();
+                            }
                             "key_prefix" => redis.key_prefix = as_str(&at, value)?.to_owned(),
                             "dedup_ttl" => redis.dedup_ttl = as_duration(&at, value)?,
                             "shutdown_deadline" => {
@@ -515,6 +578,36 @@ mod tests {
         group = "reconciler"
         preset = "dead-letter-consumer"
     "#;
+
+    #[test]
+    fn urls_print_without_their_password() {
+        for (url, shown) in [
+            ("redis://app:s3cret@10.0.0.5:6379/2", "redis://app:***@10.0.0.5:6379/2"),
+            ("rediss://:s3cret@host", "rediss://:***@host"),
+            ("redis://s3cret@host:1?x=@", "redis://***@host:1?x=@"),
+            ("redis://a:b:c@d@host", "redis://a:***@host"),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn only_redis_schemes_are_accepted() {
+        for ok in ["redis://h", "REDISS://h", "redis-cluster://h:7000?node=h:7001"] {
+            assert!(check_url_scheme(ok).is_ok(), "{ok}");
+        }
+        let e = check_url_scheme("http://u:pw@127.0.0.1:6390").unwrap_err();
+        assert_eq!(e.key(), "redis.url");
+        let text = e.to_string();
+        assert!(text.contains("`http://` is not a Redis URL scheme"), "{text}");
+        assert!(!text.contains("pw"), "{text}");
+        assert!(check_url_scheme("127.0.0.1:6379").is_err());
+        let toml = "[redis]\nurl = \"http://127.0.0.1\"";
+        let e = Config::from_toml(toml, vec![]).unwrap_err();
+        assert_eq!(e.key(), "redis.url");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
