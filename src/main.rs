@@ -9,11 +9,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod contract_cli;
 
+use keyway::merge_service::config::MergerConfig;
+use keyway::merge_service::{AnyMerger, FakeMerger};
 use keyway::stages::app::{self, Role};
 use keyway::stages::demo;
 use keyway_runtime::json;
 use keyway_runtime::redis::config::redact_url;
-use keyway_runtime::redis::{EmbeddedOptions, EmbeddedRedis, RedisBackend, Shutdown};
+use keyway_runtime::redis::{Config, EmbeddedOptions, EmbeddedRedis, RedisBackend, Shutdown};
 
 /// Keyway: the `.proto` file is the contract for your message queues. Runs the merge loop's
 /// stages on Redis Streams and checks contracts in CI.
@@ -152,11 +154,21 @@ fn fail(message: String) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// The runtime config and the `[runway]` section, from `--config`/`KEYWAY_CONFIG` or the
+/// defaults.
+fn settings(url: &str, redis: &Redis) -> Result<(Config, Option<MergerConfig>), String> {
+    match &redis.config {
+        Some(path) => app::load_settings(path, Some(url)),
+        None => Ok((app::config(url), None)),
+    }
+}
+
 async fn connect(url: &str, redis: &Redis) -> Result<RedisBackend, String> {
-    let config = match &redis.config {
-        Some(path) => app::load_config(path, Some(url))?,
-        None => app::config(url),
-    };
+    let (config, _) = settings(url, redis)?;
+    connect_with(config).await
+}
+
+async fn connect_with(config: Config) -> Result<RedisBackend, String> {
     let (backend, preflight) = RedisBackend::connect(config)
         .await
         .map_err(|e| e.to_string())?;
@@ -205,12 +217,31 @@ async fn run_roles(roles: Vec<Role>, redis: Redis) -> ExitCode {
         Ok(u) => u,
         Err(e) => return fail(e),
     };
-    let backend = match connect(&url, &redis).await {
+    let (config, runway) = match settings(&url, &redis) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    // Only the runway role lands anything; the others never call the merger.
+    let merger = match (roles.contains(&Role::Runway), runway) {
+        (false, _) => AnyMerger::Fake(FakeMerger),
+        (true, Some(runway)) => match AnyMerger::from_config(runway).await {
+            Ok(m) => m,
+            Err(e) => return fail(e),
+        },
+        (true, None) => {
+            return fail(
+                "the runway role needs a [runway] section in the config (--config or KEYWAY_CONFIG): \
+                 queues for the git merger, or merger = \"fake\""
+                    .to_owned(),
+            )
+        }
+    };
+    let backend = match connect_with(config).await {
         Ok(b) => b,
         Err(e) => return fail(e),
     };
     let (trigger, shutdown) = Shutdown::new();
-    let mut tasks = app::start(&backend, &roles, &shutdown);
+    let mut tasks = app::start(&backend, &roles, &merger, &shutdown);
     let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
     eprintln!(
         "keyway: running {} against {}",

@@ -290,3 +290,36 @@ fn a_config_file_missing_a_stage_topic_names_the_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_runway_role_needs_its_merger_configured() {
+    let dir = std::env::temp_dir().join(format!("keyway-cli-runway-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/keyway.toml")).unwrap();
+    let run = |extra: &str| {
+        let path = dir.join("keyway.toml");
+        std::fs::write(&path, format!("{example}\n{extra}")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_keyway"))
+            .args(["run", "runway"])
+            .env("REDIS_URL", format!("redis://127.0.0.1:{}", closed_port()))
+            .env("KEYWAY_CONFIG", &path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = run("");
+    assert!(
+        stderr.contains("the runway role needs a [runway] section in the config"),
+        "{stderr}"
+    );
+    let stderr = run("[runway]\nmirror_dir = \"/tmp\"\n[runway.queues.pay]\nrepository = \"/r\"\nbranch = \"main\"\nmax_landing_attempts = 5000\n");
+    assert!(
+        stderr.contains("config key runway.queues.pay.max_landing_attempts: 5000 is out of range (1..=1000)"),
+        "{stderr}"
+    );
+    // With the merger configured it gets as far as connecting.
+    let stderr = run("[runway]\nmerger = \"fake\"\n");
+    assert!(stderr.contains("cannot connect to Redis at"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

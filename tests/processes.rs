@@ -8,11 +8,24 @@ use keyway::orchestrator::{BatchState, RequestState};
 use keyway::stages::{app, demo, store::Store};
 use keyway_runtime::redis::{EmbeddedOptions, EmbeddedRedis, RedisBackend};
 
+/// Every stage topic on its own stream, and the fake merger: these tests are about the
+/// processes, not git.
+fn config() -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("keyway-processes-{}.toml", std::process::id()));
+    let mut text = String::from("[runway]\nmerger = \"fake\"\n\n[topics]\n");
+    for (key, stream) in app::registry().iter() {
+        text.push_str(&format!("{key} = \"{stream}\"\n"));
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 fn worker(url: &str, roles: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_keyway"))
         .arg("run")
         .args(roles)
         .env("REDIS_URL", url)
+        .env("KEYWAY_CONFIG", config())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

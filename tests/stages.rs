@@ -9,6 +9,7 @@ use keyway::orchestrator::{Batch, BatchRef, BatchState, LandStrategy, Request, R
 use keyway::runway::messagequeue::{
     MergeRequest, MergeResult, Outcome as MergeOutcome, StepOutput, StepResult,
 };
+use keyway::merge_service::{AnyMerger, FakeMerger};
 use keyway::stages::app::{self, Role};
 use keyway::stages::orchestrator::{ConcludeStage, MergeSignalStage, MergeStage, Outbox};
 use keyway::stages::reconcile::{BatchReconciler, Parking};
@@ -20,6 +21,8 @@ use keyway_runtime::stub::{Handled, HandlerError, Producer, TopicHandler};
 use keyway_runtime::transport::{
     BoxFuture, Delivery, Handler, Lease, MessageId, Metadata, Outcome, TransportError,
 };
+
+const FAKE: AnyMerger = AnyMerger::Fake(FakeMerger);
 
 struct Env {
     backend: RedisBackend,
@@ -659,7 +662,7 @@ async fn the_whole_loop_through_the_backend() {
     let e = env().await;
     let batches = keyway::stages::demo::seed(&e.store).await.unwrap();
     let (trigger, shutdown) = Shutdown::new();
-    let mut tasks = app::start(&e.backend, &Role::ALL, &shutdown);
+    let mut tasks = app::start(&e.backend, &Role::ALL, &FAKE, &shutdown);
     keyway::stages::demo::submit(&e.backend, &batches)
         .await
         .unwrap();
@@ -713,6 +716,7 @@ async fn a_poison_result_is_dead_lettered_and_reconciled() {
     let mut tasks = app::start(
         &e.backend,
         &[Role::MergeSignal, Role::Reconcile, Role::Conclude],
+        &FAKE,
         &shutdown,
     );
     let mut poison = result(MergeOutcome::Succeeded, "");

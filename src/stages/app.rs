@@ -10,7 +10,8 @@ use tokio::task::JoinSet;
 
 use super::orchestrator::{ConcludeStage, MergeSignalStage, MergeStage, Outbox, SpeculateStage};
 use super::reconcile::{BatchReconciler, Parking, RunwayReconciler};
-use super::runway::{FakeMerger, Responder};
+use crate::merge_service::config::MergerConfig;
+use crate::merge_service::{self, AnyMerger, Responder};
 use super::store::Store;
 use crate::orchestrator::topics as otopics;
 use crate::topics as rtopics;
@@ -22,7 +23,7 @@ pub enum Role {
     Merge,
     /// `merge-signal` → batch state, `conclude`, `speculate`.
     MergeSignal,
-    /// The Runway responder with the fake merger.
+    /// The Runway responder, with the configured merger.
     Runway,
     /// Every dead-letter reconciler.
     Reconcile,
@@ -90,7 +91,29 @@ pub fn config(url: &str) -> Config {
 /// `[topics]` must give a stream to every topic the stages use. `url` replaces the file's
 /// `redis.url` when given.
 pub fn load_config(path: &std::path::Path, url: Option<&str>) -> Result<Config, String> {
-    let mut config = Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    load_settings(path, url).map(|(config, _)| config)
+}
+
+/// Like [`load_config`], with the file's `[runway]` section (see
+/// [`crate::merge_service::config`]), if it has one.
+pub fn load_settings(
+    path: &std::path::Path,
+    url: Option<&str>,
+) -> Result<(Config, Option<MergerConfig>), String> {
+    let (mut config, sections) =
+        Config::load_with(path, &["runway"]).map_err(|e| format!("{}: {e}", path.display()))?;
+    let runway = match sections.get("runway") {
+        Some(toml::Value::Table(t)) => Some(
+            merge_service::config::parse(t).map_err(|e| format!("{}: config key {e}", path.display()))?,
+        ),
+        Some(_) => {
+            return Err(format!(
+                "{}: config key `runway` must be a table",
+                path.display()
+            ))
+        }
+        None => None,
+    };
     for (key, _) in registry().iter() {
         if config.registry.stream(key).is_none() {
             return Err(format!(
@@ -102,7 +125,7 @@ pub fn load_config(path: &std::path::Path, url: Option<&str>) -> Result<Config, 
     if let Some(url) = url {
         config.redis.url = url.to_owned();
     }
-    Ok(config)
+    Ok((config, runway))
 }
 
 /// The stages' default timings: a 10 s visibility timeout, retries after 100 ms doubling to 2 s.
@@ -150,10 +173,12 @@ fn spawn<H: Handler + 'static>(
     tasks.spawn(async move { backend.run(sub, handler, shutdown).await });
 }
 
-/// Start the subscriptions of `roles` on `backend`; they stop when `shutdown` is triggered.
+/// Start the subscriptions of `roles` on `backend`, Runway's with `merger`; they stop when
+/// `shutdown` is triggered.
 pub fn start(
     backend: &RedisBackend,
     roles: &[Role],
+    merger: &AnyMerger,
     shutdown: &Shutdown,
 ) -> JoinSet<Result<(), TransportError>> {
     let store = Store::new(backend.client().clone());
@@ -201,7 +226,7 @@ pub fn start(
                 shutdown,
             ),
             Role::Runway => {
-                let responder = Responder::new(FakeMerger, backend);
+                let responder = Responder::new(merger.clone(), backend);
                 spawn(
                     &mut tasks,
                     backend,

@@ -8,7 +8,7 @@ use keyway_runtime::stub::Producer;
 use keyway_runtime::transport::{MessageId, Metadata};
 
 use super::app::{self, Role};
-use super::runway::{FAKE_CONFLICT, FAKE_ERROR};
+use crate::merge_service::{AnyMerger, FakeMerger, FAKE_CONFLICT, FAKE_ERROR};
 use super::store::{is_terminal, Store};
 use crate::orchestrator::topics as otopics;
 use crate::orchestrator::{Batch, BatchRef, BatchState, LandStrategy, Request, RequestState};
@@ -71,7 +71,7 @@ const SEEDS: &[Seed] = &[
 ];
 
 fn uri(queue: &str, n: u32, marker: Option<&str>) -> String {
-    let sha = super::runway::fake_revision(&format!("{queue}/{n}"), &[]);
+    let sha = crate::merge_service::fake_revision(&format!("{queue}/{n}"), &[]);
     let base = format!("git://git.example.com/{queue}/refs%2Fheads%2Ffeature-{n}/{sha}");
     match marker {
         Some(m) => format!("{base}?{m}"),
@@ -152,7 +152,12 @@ pub async fn run(backend: &RedisBackend, out: &mut impl std::io::Write) -> Resul
         }
     }
     let (trigger, shutdown) = Shutdown::new();
-    let mut tasks = app::start(backend, &Role::ALL, &shutdown);
+    let mut tasks = app::start(
+        backend,
+        &Role::ALL,
+        &AnyMerger::Fake(FakeMerger),
+        &shutdown,
+    );
     submit(backend, &batches).await?;
     w(
         out,

@@ -1,9 +1,8 @@
-//! The orchestrator's merge stages, the Runway responder, the dead-letter reconcilers and the
+//! The orchestrator: its merge stages, the dead-letter reconcilers and the
 //! demo, on the generated typed topics and the Redis backend.
 
 pub mod app;
 pub mod demo;
 pub mod orchestrator;
 pub mod reconcile;
-pub mod runway;
 pub mod store;

@@ -20,7 +20,7 @@ use keyway_runtime::topic::Contract;
 use keyway_runtime::transport::{Delivery, Failure, Handler, MessageId, Metadata, Outcome};
 
 use super::orchestrator::{settle_request, Outbox};
-use super::runway::Answers;
+use crate::merge_service::Answers;
 use super::store::Store;
 use crate::orchestrator::topics as otopics;
 use crate::orchestrator::{BatchRef, BatchState, Parked, RequestState};

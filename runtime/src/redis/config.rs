@@ -278,24 +278,49 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        Config::from_toml_with(text, env, &[]).map(|(config, _)| config)
+    }
+
+    /// Like [`Config::from_toml`], leaving the top-level `sections` named to the application:
+    /// they come back as they are (environment overrides applied), for it to read.
+    pub fn from_toml_with(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        sections: &[&str],
+    ) -> Result<(Config, toml::Table), ConfigError> {
         let mut table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::new("", format!("invalid TOML: {e}")))?;
         for (name, value) in env {
             apply_override(&mut table, &name, &value)?;
         }
-        Config::from_table(&table)
+        let mut theirs = toml::Table::new();
+        for section in sections {
+            if let Some(value) = table.remove(*section) {
+                theirs.insert((*section).to_owned(), value);
+            }
+        }
+        Ok((Config::from_table(&table)?, theirs))
     }
 
     /// Read a TOML file, with overrides from the process environment.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &[]).map(|(config, _)| config)
+    }
+
+    /// Read a TOML file like [`Config::load`], leaving `sections` to the application (see
+    /// [`Config::from_toml_with`]).
+    pub fn load_with(
+        path: &std::path::Path,
+        sections: &[&str],
+    ) -> Result<(Config, toml::Table), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(
                 "",
                 format!("cannot read config file {}: {e}", path.display()),
             )
         })?;
-        Config::from_toml(&text, std::env::vars())
+        Config::from_toml_with(&text, std::env::vars(), sections)
     }
 
     fn from_table(table: &toml::Table) -> Result<Config, ConfigError> {

@@ -1,0 +1,487 @@
+//! The git merger: a request checked, then computed as a landing on the target's current tip
+//! in the object database of a bare mirror, then applied with one compare-and-swap push.
+//!
+//! - **REBASE**: per URI, each commit of `merge-base(tip, sha)..sha` (first-parent chain) is
+//!   picked onto the tip as its own commit; picks that become empty are skipped.
+//! - **SQUASH_REBASE**: per URI, one commit with the range applied, message
+//!   `squash: <step_id> (<label>)`, authored by the pinned commit's author; none if the tree
+//!   does not change.
+//! - **MERGE**: per URI, a merge commit of the sha onto the tip, unless it is already an
+//!   ancestor or the merge would not change the tree.
+//! - **PROMOTE**: fast-forward to the sha; a sha already in the target is success with itself
+//!   as output; anything else is a conflict.
+//!
+//! A pick is a three-way merge whose base is the picked commit's parent. `merge-tree` computes
+//! the base itself, so the pick merges a throwaway commit (the current tree on top of the
+//! parent) with the picked commit: their best common ancestor is the parent.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use super::git::{check_version, mirror_path, redact, Identity, MergedTree, Pushed, Repo};
+use super::merger::{Merger, MergerError, Verdict};
+use super::uri::ChangeUri;
+use crate::base::mergestrategy::Strategy;
+use crate::runway::messagequeue::MergeRequest;
+
+/// How Runway lands on one queue's target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitQueue {
+    /// A URL git can fetch and push (`file://`, a path, `ssh://`, `https://`).
+    pub repository: String,
+    /// The target branch, without `refs/heads/`.
+    pub branch: String,
+    /// What `DEFAULT` resolves to; must be concrete.
+    pub default_strategy: Strategy,
+    /// Where the bare mirror lives.
+    pub mirror_dir: PathBuf,
+    /// Landing attempts before giving up under contention.
+    pub max_landing_attempts: u32,
+    /// The committer of every commit Runway writes.
+    pub committer: Identity,
+    /// Refuse a change whose ref has moved on from the pinned sha.
+    pub stale_check: bool,
+}
+
+/// Lands requests with git, per queue.
+#[derive(Debug)]
+pub struct GitMerger {
+    queues: HashMap<String, GitQueue>,
+    /// One lock per target branch: landings on one branch take turns in this process, other
+    /// branches land in parallel. Across processes the push's compare-and-swap decides.
+    locks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A request that cannot be landed as asked: answered FAILED, not retried.
+struct Refusal {
+    reason: String,
+    step: Option<(usize, String)>,
+}
+
+impl Refusal {
+    fn request(reason: impl Into<String>) -> Refusal {
+        Refusal {
+            reason: format!("invalid request: {}", reason.into()),
+            step: None,
+        }
+    }
+
+    fn step(i: usize, step_id: &str, why: impl Into<String>) -> Refusal {
+        let why = why.into();
+        Refusal {
+            reason: format!("step {step_id}: {why}"),
+            step: Some((i, why)),
+        }
+    }
+
+    fn verdict(self) -> Verdict {
+        Verdict::Failed {
+            reason: self.reason,
+            step: self.step,
+        }
+    }
+}
+
+/// One step, checked: its id, resolved strategy and parsed URIs.
+struct Step {
+    id: String,
+    strategy: Strategy,
+    uris: Vec<ChangeUri>,
+}
+
+/// Check `request` against the queue's configuration without touching git.
+fn plan(request: &MergeRequest, queue: &GitQueue) -> Result<Vec<Step>, Refusal> {
+    if request.steps.is_empty() {
+        return Err(Refusal::request("no steps"));
+    }
+    let mut steps = Vec::with_capacity(request.steps.len());
+    let mut provider: Option<String> = None;
+    for (i, step) in request.steps.iter().enumerate() {
+        let id = if step.step_id.is_empty() {
+            format!("#{}", i + 1)
+        } else {
+            step.step_id.clone()
+        };
+        let uris = step.change.as_ref().map(|c| c.uris.as_slice()).unwrap_or_default();
+        if step.change.is_none() {
+            return Err(Refusal::step(i, &id, "invalid request: no change"));
+        }
+        if uris.is_empty() {
+            return Err(Refusal::step(i, &id, "invalid request: the change has no URIs"));
+        }
+        let strategy = match Strategy::try_from(step.strategy) {
+            Ok(Strategy::Default) => queue.default_strategy,
+            Ok(s) => s,
+            Err(_) => {
+                return Err(Refusal::step(
+                    i,
+                    &id,
+                    format!("invalid request: unknown strategy {}", step.strategy),
+                ))
+            }
+        };
+        if strategy == Strategy::Default {
+            return Err(Refusal::step(
+                i,
+                &id,
+                "invalid request: DEFAULT does not resolve: the queue has no default strategy",
+            ));
+        }
+        let mut parsed = Vec::with_capacity(uris.len());
+        for uri in uris {
+            let u = ChangeUri::parse(uri).map_err(|e| {
+                Refusal::step(i, &id, format!("invalid request: change URI {uri}: {e}"))
+            })?;
+            match &provider {
+                Some(p) if p != u.provider() => {
+                    return Err(Refusal::step(
+                        i,
+                        &id,
+                        format!(
+                            "invalid request: {uri} is on {}, the request's other changes on {p}: one request takes one provider",
+                            u.provider()
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => provider = Some(u.provider().to_owned()),
+            }
+            parsed.push(u);
+        }
+        steps.push(Step {
+            id,
+            strategy,
+            uris: parsed,
+        });
+    }
+    let promotes = steps.iter().any(|s| s.strategy == Strategy::Promote);
+    if promotes && (steps.len() != 1 || steps[0].uris.len() != 1) {
+        let at = steps
+            .iter()
+            .position(|s| s.strategy == Strategy::Promote)
+            .unwrap_or(0);
+        return Err(Refusal::step(
+            at,
+            &steps[at].id.clone(),
+            "invalid request: PROMOTE needs a request of exactly one step with one URI",
+        ));
+    }
+    Ok(steps)
+}
+
+/// A landing computed on one tip: the new tip and each step's outputs.
+struct Landing {
+    tip: String,
+    outputs: Vec<Vec<String>>,
+}
+
+impl GitMerger {
+    /// A merger for `queues` (queue name → target). Checks that git is new enough.
+    pub async fn new(queues: HashMap<String, GitQueue>) -> Result<GitMerger, String> {
+        check_version().await?;
+        Ok(GitMerger {
+            queues,
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self, queue: &GitQueue) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks
+            .entry((queue.repository.clone(), queue.branch.clone()))
+            .or_default()
+            .clone()
+    }
+
+    async fn land(
+        &self,
+        request: &MergeRequest,
+        queue: &GitQueue,
+        commit: bool,
+    ) -> Result<Verdict, MergerError> {
+        let steps = match plan(request, queue) {
+            Ok(steps) => steps,
+            Err(refusal) => return Ok(refusal.verdict()),
+        };
+        let lock = self.lock(queue);
+        let _turn = lock.lock().await;
+        let repo = Repo::open(&mirror_path(&queue.mirror_dir, &queue.repository)).await?;
+        if let Err(refusal) = fetch_changes(&repo, &steps, queue).await? {
+            return Ok(refusal.verdict());
+        }
+        let tip_ref = format!("refs/keyway/tips/{}", queue.branch);
+        let shown = redact(&queue.repository);
+        for _ in 0..queue.max_landing_attempts {
+            let refspec = format!("+refs/heads/{}:{tip_ref}", queue.branch);
+            if let Err(why) = repo.fetch(&queue.repository, &refspec).await? {
+                return Err(MergerError(format!(
+                    "cannot fetch {} from {shown}: {why}",
+                    queue.branch
+                )));
+            }
+            let tip = repo.resolve(&tip_ref).await?.ok_or_else(|| {
+                MergerError(format!("{shown} has no branch {}", queue.branch))
+            })?;
+            let landing = match compute(&repo, &steps, &tip, queue).await? {
+                Ok(landing) => landing,
+                Err(refusal) => return Ok(refusal.verdict()),
+            };
+            if !commit {
+                return Ok(Verdict::Succeeded {
+                    outputs: vec![Vec::new(); steps.len()],
+                });
+            }
+            if landing.tip == tip {
+                return Ok(Verdict::Succeeded {
+                    outputs: landing.outputs,
+                });
+            }
+            match repo
+                .push(&queue.repository, &queue.branch, &tip, &landing.tip)
+                .await?
+            {
+                Pushed::Landed => {
+                    return Ok(Verdict::Succeeded {
+                        outputs: landing.outputs,
+                    })
+                }
+                Pushed::Moved => continue,
+            }
+        }
+        Err(MergerError(format!(
+            "exceeded {} landing attempts due to contention on {} of {shown}",
+            queue.max_landing_attempts, queue.branch
+        )))
+    }
+}
+
+impl Merger for GitMerger {
+    async fn merge(&self, request: &MergeRequest, commit: bool) -> Result<Verdict, MergerError> {
+        let Some(queue) = self.queues.get(&request.queue_name) else {
+            return Ok(Refusal::request(format!(
+                "queue {:?} has no target repository configured",
+                request.queue_name
+            ))
+            .verdict());
+        };
+        self.land(request, queue, commit).await
+    }
+}
+
+/// Make every change's commit present in the mirror: by sha, else by its ref. A commit that is
+/// still missing while its repository answers is a refusal; an unreachable repository is an
+/// error (retried).
+async fn fetch_changes(
+    repo: &Repo,
+    steps: &[Step],
+    queue: &GitQueue,
+) -> Result<Result<(), Refusal>, MergerError> {
+    for (i, step) in steps.iter().enumerate() {
+        for uri in &step.uris {
+            let source = uri.repository();
+            if queue.stale_check {
+                match repo.remote_ref(source, uri.reference()).await {
+                    Ok(Some(now)) if now != uri.sha() => {
+                        return Ok(Err(Refusal::step(
+                            i,
+                            &step.id,
+                            format!(
+                                "stale change: {} is now at {now}, not at the queued {}",
+                                uri.reference(),
+                                uri.sha()
+                            ),
+                        )))
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if repo.has_commit(uri.sha()).await? {
+                continue;
+            }
+            let by_sha = repo.fetch(source, uri.sha()).await?;
+            if by_sha.is_err() {
+                let refspec = format!("+{}:refs/keyway/changes/{}", uri.reference(), uri.sha());
+                let _ = repo.fetch(source, &refspec).await?;
+            }
+            if repo.has_commit(uri.sha()).await? {
+                continue;
+            }
+            if let Err(why) = repo.reachable(source).await? {
+                return Err(MergerError(format!(
+                    "cannot reach {}: {why}",
+                    redact(source)
+                )));
+            }
+            return Ok(Err(Refusal::step(
+                i,
+                &step.id,
+                format!(
+                    "commit {} not found in {} (nor on {})",
+                    uri.sha(),
+                    redact(source),
+                    uri.reference()
+                ),
+            )));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The landing of `steps` on `tip`: pure git object writes, nothing moves.
+async fn compute(
+    repo: &Repo,
+    steps: &[Step],
+    tip: &str,
+    queue: &GitQueue,
+) -> Result<Result<Landing, Refusal>, MergerError> {
+    let mut cur = tip.to_owned();
+    let mut cur_tree = tree_of(repo, &cur).await?;
+    let mut outputs = Vec::with_capacity(steps.len());
+    for (i, step) in steps.iter().enumerate() {
+        let mut out = Vec::new();
+        for uri in &step.uris {
+            let sha = uri.sha();
+            let conflict = |paths: Vec<String>| {
+                Refusal::step(
+                    i,
+                    &step.id,
+                    format!(
+                        "{} conflicts with {} in {}",
+                        uri_text(uri),
+                        queue.branch,
+                        paths.join(", ")
+                    ),
+                )
+            };
+            match step.strategy {
+                Strategy::Rebase => {
+                    let Some(base) = repo.merge_base(&cur, sha).await? else {
+                        return Ok(Err(unrelated(i, step, uri, queue)));
+                    };
+                    let picks = repo.first_parent_range(&base, sha).await?;
+                    let infos = repo.commits(&picks).await?;
+                    for (pick, info) in picks.iter().zip(infos) {
+                        let Some(parent) = info.parents.first() else {
+                            return Ok(Err(unrelated(i, step, uri, queue)));
+                        };
+                        // The current tree on top of the pick's parent: merging it with the pick
+                        // is the pick's change applied to the current tree.
+                        let onto = repo
+                            .commit_tree(&cur_tree, &[parent], b"pick base\n", &info.author, &queue.committer)
+                            .await?;
+                        match repo.merge_tree(&onto, pick, false).await? {
+                            MergedTree::Conflict(paths) => return Ok(Err(conflict(paths))),
+                            MergedTree::Clean(tree) if tree == cur_tree => {}
+                            MergedTree::Clean(tree) => {
+                                cur = repo
+                                    .commit_tree(&tree, &[&cur], &info.message, &info.author, &queue.committer)
+                                    .await?;
+                                cur_tree = tree;
+                                out.push(cur.clone());
+                            }
+                        }
+                    }
+                }
+                Strategy::SquashRebase => {
+                    if repo.merge_base(&cur, sha).await?.is_none() {
+                        return Ok(Err(unrelated(i, step, uri, queue)));
+                    }
+                    if repo.is_ancestor(sha, &cur).await? {
+                        continue;
+                    }
+                    match repo.merge_tree(&cur, sha, false).await? {
+                        MergedTree::Conflict(paths) => return Ok(Err(conflict(paths))),
+                        MergedTree::Clean(tree) if tree == cur_tree => {}
+                        MergedTree::Clean(tree) => {
+                            let pinned = pinned(repo, sha).await?;
+                            let message = format!("squash: {} ({})\n", step.id, uri.label());
+                            cur = repo
+                                .commit_tree(&tree, &[&cur], message.as_bytes(), &pinned.author, &queue.committer)
+                                .await?;
+                            cur_tree = tree;
+                            out.push(cur.clone());
+                        }
+                    }
+                }
+                Strategy::Merge => {
+                    if repo.is_ancestor(sha, &cur).await? {
+                        continue;
+                    }
+                    match repo.merge_tree(&cur, sha, true).await? {
+                        MergedTree::Conflict(paths) => return Ok(Err(conflict(paths))),
+                        // Its content is already there (landed before under another strategy).
+                        MergedTree::Clean(tree) if tree == cur_tree => {}
+                        MergedTree::Clean(tree) => {
+                            let pinned = pinned(repo, sha).await?;
+                            let message = format!(
+                                "Merge {} ({}) into {}\n\nstep {}\n",
+                                uri.label(),
+                                &sha[..12],
+                                queue.branch,
+                                step.id
+                            );
+                            cur = repo
+                                .commit_tree(&tree, &[&cur, sha], message.as_bytes(), &pinned.author, &queue.committer)
+                                .await?;
+                            cur_tree = tree;
+                            out.push(cur.clone());
+                        }
+                    }
+                }
+                Strategy::Promote => {
+                    if repo.is_ancestor(sha, &cur).await? {
+                        out.push(sha.to_owned());
+                    } else if repo.is_ancestor(&cur, sha).await? {
+                        cur = sha.to_owned();
+                        cur_tree = tree_of(repo, &cur).await?;
+                        out.push(sha.to_owned());
+                    } else {
+                        return Ok(Err(Refusal::step(
+                            i,
+                            &step.id,
+                            format!(
+                                "cannot promote {}: it is not a fast-forward of {}",
+                                uri_text(uri),
+                                queue.branch
+                            ),
+                        )));
+                    }
+                }
+                Strategy::Default => {
+                    return Err(MergerError("internal: DEFAULT was not resolved".into()))
+                }
+            }
+        }
+        outputs.push(out);
+    }
+    Ok(Ok(Landing { tip: cur, outputs }))
+}
+
+fn unrelated(i: usize, step: &Step, uri: &ChangeUri, queue: &GitQueue) -> Refusal {
+    Refusal::step(
+        i,
+        &step.id,
+        format!(
+            "{} and {} have unrelated histories: use MERGE",
+            uri_text(uri),
+            queue.branch
+        ),
+    )
+}
+
+fn uri_text(uri: &ChangeUri) -> String {
+    format!("{} at {}", uri.reference(), &uri.sha()[..12])
+}
+
+async fn pinned(repo: &Repo, sha: &str) -> Result<super::git::CommitInfo, MergerError> {
+    repo.commits(&[sha.to_owned()])
+        .await?
+        .pop()
+        .ok_or_else(|| MergerError(format!("commit {sha} vanished")))
+}
+
+async fn tree_of(repo: &Repo, commit: &str) -> Result<String, MergerError> {
+    Ok(pinned(repo, commit).await?.tree)
+}
