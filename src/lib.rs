@@ -40,6 +40,8 @@ pub mod orchestrator {
 }
 
 #[cfg(feature = "stages")]
+pub mod demo;
+#[cfg(feature = "stages")]
 pub mod merge_service;
 #[cfg(feature = "stages")]
 pub mod stages;

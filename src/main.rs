@@ -12,7 +12,9 @@ mod contract_cli;
 use keyway::merge_service::config::MergerConfig;
 use keyway::merge_service::{AnyMerger, FakeMerger};
 use keyway::stages::app::{self, Role};
-use keyway::stages::demo;
+use keyway::orchestrator::{Batch, LandStrategy, Request};
+use keyway::stages::store::Store;
+use keyway::stages::submit::{self, NewRequest};
 use keyway_runtime::json;
 use keyway_runtime::redis::config::redact_url;
 use keyway_runtime::redis::{Config, EmbeddedOptions, EmbeddedRedis, RedisBackend, Shutdown};
@@ -57,6 +59,37 @@ enum Command {
         #[command(flatten)]
         redis: Redis,
     },
+    /// Hand Keyway a batch to land and print its id.
+    ///
+    /// One request of the URIs given (a stack, bottom first), or the requests of a TOML file:
+    /// `[[requests]]` tables with `uris = [...]` and `strategy = "rebase"`.
+    Submit {
+        /// The queue to land on.
+        #[arg(long)]
+        queue: String,
+        /// How to land the URIs given on the command line.
+        #[arg(long, default_value = "default", value_parser = ["default", "rebase", "squash-rebase", "merge", "promote"])]
+        strategy: String,
+        /// Change URIs: git://<host>/<repo>/<percent-encoded ref>/<sha> or
+        /// file:///<path>/<percent-encoded ref>/<sha>.
+        #[arg(value_name = "URI", required_unless_present = "file", conflicts_with = "file")]
+        uris: Vec<String>,
+        /// A TOML file of requests.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        redis: Redis,
+    },
+    /// A batch's state and its requests' states and landed revisions.
+    Status {
+        /// The batch id `keyway submit` printed.
+        batch: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "human")]
+        format: StatusFormat,
+        #[command(flatten)]
+        redis: Redis,
+    },
     /// Dead letters the reconcilers parked for an operator.
     Dlq {
         #[command(subcommand)]
@@ -80,6 +113,15 @@ enum DlqCommand {
         #[command(flatten)]
         redis: Redis,
     },
+}
+
+/// How `keyway status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StatusFormat {
+    /// A table.
+    Human,
+    /// `{"batch": <Batch>, "requests": [<Request>...]}` in protobuf JSON.
+    Json,
 }
 
 /// A role on the command line.
@@ -130,6 +172,33 @@ fn main() -> ExitCode {
         Command::Dlq {
             command: DlqCommand::List { redis },
         } => runtime().block_on(dlq_list(redis)),
+        Command::Submit {
+            queue,
+            strategy,
+            uris,
+            file,
+            redis,
+        } => {
+            let requests = match file {
+                Some(path) => batch_file(&path),
+                None => Ok(vec![NewRequest {
+                    uris,
+                    strategy: submit::strategy(&strategy).unwrap_or(LandStrategy::Unset),
+                }]),
+            };
+            match requests.and_then(|r| submit::check(&queue, &r).map(|()| r).map_err(|e| e.to_string())) {
+                Ok(requests) => runtime().block_on(submit_command(&queue, &requests, redis)),
+                Err(e) => {
+                    eprintln!("keyway: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Status {
+            batch,
+            format,
+            redis,
+        } => runtime().block_on(status(&batch, format, redis)),
         Command::Run { roles, redis } => {
             let mut parsed: Vec<Role> = Vec::new();
             for role in roles.iter().flat_map(|r| r.roles()) {
@@ -204,7 +273,7 @@ async fn demo_command(redis: Redis) -> ExitCode {
         Ok(b) => b,
         Err(e) => return fail(e),
     };
-    let result = demo::run(&backend, &mut std::io::stdout()).await;
+    let result = keyway::demo::run(&backend, &mut std::io::stdout()).await;
     drop(server);
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -302,6 +371,116 @@ async fn dlq_list(redis: Redis) -> ExitCode {
                 p.payload.len()
             ),
             Err(e) => println!("{}  (unreadable parking record: {e})", stored.entry),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The requests of a TOML batch file.
+fn batch_file(path: &std::path::Path) -> Result<Vec<NewRequest>, String> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("{shown}: invalid TOML: {e}"))?;
+    let mut requests = Vec::new();
+    for (key, value) in &table {
+        if key != "requests" {
+            return Err(format!("{shown}: unknown key `{key}` (expected [[requests]])"));
+        }
+        let list = value
+            .as_array()
+            .ok_or_else(|| format!("{shown}: `requests` must be an array of tables ([[requests]])"))?;
+        for (i, item) in list.iter().enumerate() {
+            let at = format!("{shown}: requests[{i}]");
+            let t = item.as_table().ok_or_else(|| format!("{at}: expected a table"))?;
+            let mut request = NewRequest {
+                uris: Vec::new(),
+                strategy: LandStrategy::Unset,
+            };
+            for (key, value) in t {
+                match key.as_str() {
+                    "uris" => {
+                        request.uris = value
+                            .as_array()
+                            .and_then(|a| a.iter().map(|u| u.as_str().map(str::to_owned)).collect())
+                            .ok_or_else(|| format!("{at}.uris: expected a list of strings"))?
+                    }
+                    "strategy" => {
+                        let name = value
+                            .as_str()
+                            .ok_or_else(|| format!("{at}.strategy: expected a string"))?;
+                        request.strategy = submit::strategy(name).ok_or_else(|| {
+                            format!("{at}.strategy: {name:?} is not one of default, rebase, squash-rebase, merge, promote")
+                        })?;
+                    }
+                    other => return Err(format!("{at}.{other}: unknown key (expected uris, strategy)")),
+                }
+            }
+            requests.push(request);
+        }
+    }
+    Ok(requests)
+}
+
+async fn submit_command(queue: &str, requests: &[NewRequest], redis: Redis) -> ExitCode {
+    let url = match redis_url(&redis) {
+        Ok(u) => u,
+        Err(e) => return fail(e),
+    };
+    let backend = match connect(&url, &redis).await {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let store = Store::new(backend.client().clone());
+    match submit::submit(&backend, &store, queue, requests).await {
+        Ok(batch) => {
+            println!("{}", batch.id);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+async fn status(id: &str, format: StatusFormat, redis: Redis) -> ExitCode {
+    let url = match redis_url(&redis) {
+        Ok(u) => u,
+        Err(e) => return fail(e),
+    };
+    let backend = match connect(&url, &redis).await {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let store = Store::new(backend.client().clone());
+    let batch: Batch = match store.batch(id).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return fail(format!("no batch {id:?}")),
+        Err(e) => return fail(e.to_string()),
+    };
+    let mut requests: Vec<Request> = Vec::new();
+    for r in &batch.contains {
+        match store.request(r).await {
+            Ok(Some(r)) => requests.push(r),
+            Ok(None) => return fail(format!("batch {id} names request {r:?}, which does not exist")),
+            Err(e) => return fail(e.to_string()),
+        }
+    }
+    match format {
+        StatusFormat::Json => {
+            let encoded: Result<Vec<String>, _> = requests.iter().map(json::to_string).collect();
+            match (json::to_string(&batch), encoded) {
+                (Ok(b), Ok(r)) => println!("{{\"batch\":{b},\"requests\":[{}]}}", r.join(",")),
+                (Err(e), _) | (_, Err(e)) => return fail(e.to_string()),
+            }
+        }
+        StatusFormat::Human => {
+            let state = batch.state().as_str_name().trim_start_matches("BATCH_STATE_");
+            println!("{}  {state}  {}", batch.id, batch.failure_reason);
+            for r in &requests {
+                let state = r.state().as_str_name().trim_start_matches("REQUEST_STATE_");
+                let detail = if r.revisions.is_empty() { r.error.clone() } else { r.revisions.join(" ") };
+                println!("  {:<16} {:<9} {detail}", r.id, state);
+            }
         }
     }
     ExitCode::SUCCESS

@@ -11,7 +11,7 @@ fn keyway(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn the_demo_runs_the_whole_loop_on_its_own_redis_server() {
+fn the_demo_lands_real_commits_on_its_own_redis_server() {
     let out = keyway(&["demo"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -27,11 +27,12 @@ fn the_demo_runs_the_whole_loop_on_its_own_redis_server() {
         ("payments/batch/1", "SUCCEEDED"),
         (
             "payments/batch/2",
-            "FAILED     merge conflict in step payments/3",
+            "FAILED     step payments/3: refs/heads/ledger-rewrite at ",
         ),
+        ("payments/batch/3", "SUCCEEDED"),
         (
             "search/batch/1",
-            "FAILED     dead-lettered: merge backend unavailable while applying step search/1",
+            "FAILED     dead-lettered: cannot reach ",
         ),
         ("search/batch/2", "SUCCEEDED"),
         ("infra/batch/1", "SUCCEEDED"),
@@ -43,15 +44,29 @@ fn the_demo_runs_the_whole_loop_on_its_own_redis_server() {
             "{batch} {line}\n{stdout}"
         );
     }
-    let landed = stdout
+    assert!(stdout.contains("conflicts with main in src/ledger.txt"), "{stdout}");
+    let landed: Vec<&str> = stdout
         .lines()
         .filter(|l| l.split_whitespace().nth(1) == Some("LANDED"))
-        .count();
-    assert_eq!(landed, 7, "{stdout}");
+        .collect();
+    assert_eq!(landed.len(), 6, "{stdout}");
+    // Real revisions: 12-hex prefixes, two for the two picked commits of payments/1.
+    let payments_1: Vec<&str> = landed[0].split_whitespace().skip(2).collect();
+    assert_eq!(payments_1.len(), 2, "{stdout}");
+    assert!(payments_1.iter().all(|r| r.len() == 12 && r.bytes().all(|b| b.is_ascii_hexdigit())));
+    assert!(stdout.contains("payments/5     LANDED   (already on main"), "{stdout}");
+    // Each target's history, with the landed commits on top.
+    for graph in [
+        "squash: payments/2 (fee-table)",
+        "Merge query-parser (",
+        "Release version 2",
+    ] {
+        assert!(stdout.contains(graph), "{graph}\n{stdout}");
+    }
     // It says what to expect, and that it happened.
     for seeded in [
-        "payments/batch/2 is seeded to fail: its change conflicts",
-        "search/batch/1 is seeded to fail: its merge backend is unavailable",
+        "payments/batch/2 is seeded to fail: ledger-rewrite changes the lines ledger-rounding changed",
+        "search/batch/1 is seeded to fail: search-fork.git does not exist",
     ] {
         assert!(stdout.contains(seeded), "{stdout}");
     }
@@ -60,9 +75,6 @@ fn the_demo_runs_the_whole_loop_on_its_own_redis_server() {
         Some("6 batches: 4 succeeded, 2 failed as seeded; 0 unexpected"),
         "{stdout}"
     );
-    assert!(stdout
-        .lines()
-        .any(|l| l.starts_with("payments/3") && l.contains("ERROR")));
     // The server it started is gone with it.
     let port = stdout
         .split("redis://127.0.0.1:")

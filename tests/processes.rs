@@ -5,19 +5,24 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyway::orchestrator::{BatchState, RequestState};
-use keyway::stages::{app, demo, store::Store};
+use keyway::stages::{app, fixture, store::Store};
 use keyway_runtime::redis::{EmbeddedOptions, EmbeddedRedis, RedisBackend};
 
 /// Every stage topic on its own stream, and the fake merger: these tests are about the
 /// processes, not git.
-fn config() -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("keyway-processes-{}.toml", std::process::id()));
-    let mut text = String::from("[runway]\nmerger = \"fake\"\n\n[topics]\n");
-    for (key, stream) in app::registry().iter() {
-        text.push_str(&format!("{key} = \"{stream}\"\n"));
-    }
-    std::fs::write(&path, text).unwrap();
-    path
+/// Written once per test process: workers read it while others start.
+fn config() -> &'static std::path::Path {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("keyway-processes-{}.toml", std::process::id()));
+        let mut text = String::from("[runway]\nmerger = \"fake\"\n\n[topics]\n");
+        for (key, stream) in app::registry().iter() {
+            text.push_str(&format!("{key} = \"{stream}\"\n"));
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    })
 }
 
 fn worker(url: &str, roles: &[&str]) -> Child {
@@ -30,6 +35,23 @@ fn worker(url: &str, roles: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("keyway run starts")
+}
+
+/// What a killed worker wrote to stderr.
+trait StderrOf {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl StderrOf for Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        use std::io::Read;
+        let _ = self.wait();
+        let mut text = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_string(&mut text);
+        }
+        text
+    }
 }
 
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
@@ -57,7 +79,7 @@ async fn the_loop_runs_across_worker_processes_and_stops_on_sigterm() {
     let url = server.url();
     let (backend, _) = RedisBackend::connect(app::config(&url)).await.unwrap();
     let store = Store::new(backend.client().clone());
-    let batches = demo::seed(&store).await.unwrap();
+    let batches = fixture::seed(&store).await.unwrap();
 
     let mut workers = vec![
         worker(&url, &["merge", "runway"]),
@@ -66,14 +88,19 @@ async fn the_loop_runs_across_worker_processes_and_stops_on_sigterm() {
         // A second merge/mergesignal process: two consumers per group.
         worker(&url, &["merge", "mergesignal"]),
     ];
-    demo::submit(&backend, &batches).await.unwrap();
+    fixture::submit(&backend, &batches).await.unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(30);
     'wait: loop {
-        assert!(
-            Instant::now() < deadline,
-            "the loop did not settle across processes"
-        );
+        if Instant::now() > deadline {
+            let mut logs = String::new();
+            for w in &mut workers {
+                let _ = w.kill();
+                let out = w.wait_with_output_ref();
+                logs.push_str(&out);
+            }
+            panic!("the loop did not settle across processes; the workers said:\n{logs}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
         for b in &batches {
             let batch = store.batch(&b.id).await.unwrap().unwrap();

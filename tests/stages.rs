@@ -660,10 +660,10 @@ async fn settle(store: &Store, batches: &[&str], timeout: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_loop_through_the_backend() {
     let e = env().await;
-    let batches = keyway::stages::demo::seed(&e.store).await.unwrap();
+    let batches = keyway::stages::fixture::seed(&e.store).await.unwrap();
     let (trigger, shutdown) = Shutdown::new();
     let mut tasks = app::start(&e.backend, &Role::ALL, &FAKE, &shutdown);
-    keyway::stages::demo::submit(&e.backend, &batches)
+    keyway::stages::fixture::submit(&e.backend, &batches)
         .await
         .unwrap();
     let ids: Vec<&str> = batches.iter().map(|b| b.id.as_str()).collect();

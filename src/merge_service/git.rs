@@ -166,15 +166,15 @@ impl Run {
             .to_owned()
     }
 
-    /// The last line git wrote to stderr: its reason.
+    /// Git's reason: its first `fatal:` or `error:` line, else its last line.
     fn reason(&self) -> String {
         let text = String::from_utf8_lossy(&self.stderr);
-        let line = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
+        let lines = || text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let line = lines()
+            .find_map(|l| l.strip_prefix("fatal: ").or_else(|| l.strip_prefix("error: ")))
+            .or_else(|| lines().last())
             .unwrap_or("no output");
-        redact(line.trim())
+        redact(line)
     }
 }
 

@@ -2,7 +2,8 @@
 //! demo, on the generated typed topics and the Redis backend.
 
 pub mod app;
-pub mod demo;
+pub mod fixture;
 pub mod orchestrator;
 pub mod reconcile;
 pub mod store;
+pub mod submit;

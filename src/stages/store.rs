@@ -333,7 +333,7 @@ impl Store {
         Ok(v.into_array().iter().filter_map(Value::as_string).collect())
     }
 
-    /// Create `batch` and its requests (for seeding and tests): fails if any exists.
+    /// Create `batch` and its requests: fails if any exists.
     pub async fn create(
         &self,
         batch: &mut Batch,
@@ -344,6 +344,15 @@ impl Store {
             self.update_request(r).await?;
         }
         self.update_batch(batch).await
+    }
+
+    /// The next number of a `kind` (`batch`, `request`) in `queue`: 1, 2, ... (never reused).
+    pub async fn next_number(&self, queue: &str, kind: &str) -> Result<u64, StoreError> {
+        let v = self
+            .cmd("INCR", vec![format!("kw:st:{{{queue}}}:seq:{kind}").into()])
+            .await?;
+        v.as_u64()
+            .ok_or_else(|| StoreError::Corrupt(format!("the {kind} counter of {queue} is not a number")))
     }
 
     /// Count wake-ups of the speculate stage for a queue (for the demo and tests).
