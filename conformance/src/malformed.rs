@@ -32,7 +32,7 @@ pub fn run(oracle: &mut Oracle) -> Vec<Verdict> {
             let theirs = oracle.json_roundtrip(TYPE, &case.json);
             let disagreement = match (&ours, &theirs) {
                 (Ok(a), Ok(b)) => match (serde_json::from_str(a), serde_json::from_str(b)) {
-                    (Ok(a), Ok(b)) => same_json(&a, &b, "")
+                    (Ok(a), Ok(b)) => same_json(TYPE, &a, &b)
                         .err()
                         .map(|d| format!("both accept, values differ at {d}")),
                     _ => Some(format!("unparsable output: {a} / {b}")),

@@ -1,13 +1,105 @@
 //! Differential oracles: the official protobuf libraries other languages' clients use, run as
 //! long-lived subprocesses speaking one JSON request and one JSON response per line (see
-//! `oracles/python/oracle.py`), and a comparison of JSON values that allows exactly the
-//! spellings the proto3 JSON mapping allows.
+//! `oracles/python/oracle.py`), and a comparison of JSON documents by the message's field types
+//! ([`same_json`]).
+//!
+//! Each oracle sets itself up on first use, inside the project's own directories, and reuses
+//! that later:
+//! - Python: a virtualenv at `<target>/oracles/python` (`<target>` is `$CARGO_TARGET_DIR`, or
+//!   `target/` of the workspace), made with `python3 -m venv` and given the pinned
+//!   `conformance/oracles/python/requirements.txt`. A stamp in it holds the requirements it was
+//!   made from, so a changed pin makes a new one; it is built in a sibling directory and renamed
+//!   into place, so a half-built one is never used. `KEYWAY_PYTHON=/path/to/python` uses that
+//!   interpreter as it is instead (it must already have the pinned protobuf).
+//! - Node.js: `npm ci --prefix conformance/oracles/node` when `node_modules` is missing or was
+//!   installed from another `package-lock.json` (a stamp in `node_modules` holds the lockfile it
+//!   was installed from). `KEYWAY_NODE=/path/to/node` picks the interpreter.
+//! - A process sets each oracle up at most once and remembers the outcome: the program to run,
+//!   or one line saying what is missing and how to install it.
+//! - [`Oracle::start`] tells an oracle that could not be set up
+//!   ([`StartError::is_unavailable`]) from one that was set up and then failed to start; tests
+//!   skip on the first (see [`Oracle::start_or_skip`]) and fail on the second.
 
+use std::fmt;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use serde_json::Value;
+
+mod compare;
+mod setup;
+
+pub use compare::{pool, same_json};
+pub use setup::setup;
+
+/// Which oracle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Python's official `protobuf` package.
+    Python,
+    /// `@bufbuild/protobuf` on Node.js.
+    Node,
+}
+
+impl Kind {
+    /// Both oracles.
+    pub const ALL: [Kind; 2] = [Kind::Python, Kind::Node];
+
+    /// `python` or `node`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Python => "python",
+            Kind::Node => "node",
+        }
+    }
+
+    fn script(self) -> PathBuf {
+        setup::oracles_dir().join(match self {
+            Kind::Python => "python/oracle.py",
+            Kind::Node => "node/oracle.mjs",
+        })
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why an oracle did not start.
+#[derive(Debug, Clone)]
+pub struct StartError {
+    kind: Kind,
+    reason: String,
+    unavailable: bool,
+}
+
+impl StartError {
+    /// Whether the oracle could not be set up (its interpreter or library is missing and could
+    /// not be installed), as opposed to set up and then failing to start.
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
+    }
+
+    /// The oracle.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.unavailable {
+            write!(f, "{} oracle unavailable: {}", self.kind, self.reason)
+        } else {
+            write!(f, "{} oracle did not start: {}", self.kind, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
 
 /// A running oracle process.
 pub struct Oracle {
@@ -18,32 +110,41 @@ pub struct Oracle {
 }
 
 impl Oracle {
-    /// Python's `protobuf` package, loading the descriptor sets at `sets`. Panics, naming what
-    /// to install, when it cannot start: a missing oracle is a failed check, not a skipped one.
-    pub fn python(sets: &[PathBuf]) -> Oracle {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("oracles/python/oracle.py");
-        let python = std::env::var("KEYWAY_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-        Oracle::spawn(
-            &python,
-            &script,
-            sets,
-            "pip install -r conformance/oracles/python/requirements.txt",
-        )
+    /// Set `kind` up if this process has not yet, and start it with the descriptor sets of the
+    /// contract and of the kitchen-sink fixture loaded.
+    pub fn start(kind: Kind) -> Result<Oracle, StartError> {
+        let program = setup(kind).map_err(|reason| StartError {
+            kind,
+            reason: reason.to_owned(),
+            unavailable: true,
+        })?;
+        let failed = |reason: String| StartError {
+            kind,
+            reason,
+            unavailable: false,
+        };
+        let sets = setup::descriptor_sets().map_err(|e| failed(e.to_owned()))?;
+        Oracle::spawn(program, &kind.script(), sets).map_err(failed)
     }
 
-    /// `@bufbuild/protobuf` on Node.js, loading the descriptor sets at `sets` (see
-    /// [`Oracle::python`] for failures).
-    pub fn node(sets: &[PathBuf]) -> Oracle {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("oracles/node/oracle.mjs");
-        Oracle::spawn(
-            "node",
-            &script,
-            sets,
-            "npm ci --prefix conformance/oracles/node",
-        )
+    /// [`Oracle::start`] for tests: `None`, after writing
+    /// `skipped: <oracle> oracle unavailable: <reason>` to stderr, when the oracle could not be
+    /// set up. Panics when it was set up and did not start: a broken oracle is a failure.
+    ///
+    /// The line goes to the process's stderr itself, past the test harness's capture, so a
+    /// skip shows in the test output although the test passes.
+    pub fn start_or_skip(kind: Kind) -> Option<Oracle> {
+        match Oracle::start(kind) {
+            Ok(oracle) => Some(oracle),
+            Err(e) if e.is_unavailable() => {
+                let _ = writeln!(std::io::stderr(), "skipped: {e}");
+                None
+            }
+            Err(e) => panic!("{e}"),
+        }
     }
 
-    fn spawn(program: &str, script: &Path, sets: &[PathBuf], install: &str) -> Oracle {
+    fn spawn(program: &Path, script: &Path, sets: &[PathBuf]) -> Result<Oracle, String> {
         let mut child = Command::new(program)
             .arg(script)
             .args(sets)
@@ -51,27 +152,25 @@ impl Oracle {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run {program}: {e}; install the oracle with `{install}`")
-            });
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut oracle = Oracle {
-            name: program.to_owned(),
+            name: program.display().to_string(),
             child,
             stdin,
             stdout,
         };
         let version = oracle
             .request(&serde_json::json!({"op": "version"}))
-            .unwrap_or_else(|e| {
-                panic!("the {program} oracle did not start ({e}); install it with `{install}`")
-            });
-        oracle.name = version["version"].as_str().unwrap_or(program).to_owned();
-        oracle
+            .map_err(|e| format!("{} {}: {e}", program.display(), script.display()))?;
+        if let Some(name) = version["version"].as_str() {
+            oracle.name = name.to_owned();
+        }
+        Ok(oracle)
     }
 
-    /// The oracle's name and library version.
+    /// The oracle's name and library version, such as `python protobuf 7.36.2`.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -144,64 +243,38 @@ fn base64_encode(bytes: &[u8]) -> String {
     out
 }
 
-/// Whether two protobuf-JSON documents mean the same: same keys and values, numbers equal as
-/// doubles (or as floats, for `float` fields written at double precision by one side). The
-/// error names the path of the first difference.
-pub fn same_json(a: &Value, b: &Value, path: &str) -> Result<(), String> {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            for key in x.keys().chain(y.keys()) {
-                let here = format!("{path}.{key}");
-                match (x.get(key), y.get(key)) {
-                    (Some(p), Some(q)) => same_json(p, q, &here)?,
-                    (p, q) => return Err(format!("{here}: {p:?} vs {q:?}")),
-                }
-            }
-            Ok(())
-        }
-        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
-            .iter()
-            .zip(y)
-            .enumerate()
-            .try_for_each(|(i, (p, q))| same_json(p, q, &format!("{path}[{i}]"))),
-        (Value::Number(x), Value::Number(y)) => {
-            let (p, q) = (
-                x.as_f64().unwrap_or(f64::NAN),
-                y.as_f64().unwrap_or(f64::NAN),
-            );
-            if p == q || (p as f32) == (q as f32) && (p as f32).is_finite() {
-                Ok(())
-            } else {
-                Err(format!("{path}: {x} vs {y}"))
-            }
-        }
-        _ if a == b => Ok(()),
-        _ => Err(format!("{path}: {a} vs {b}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_compare_by_value() {
-        let a: Value = serde_json::from_str(r#"{"x":1,"y":[0.1],"f":0.1}"#).unwrap();
-        let b: Value =
-            serde_json::from_str(r#"{"x":1.0,"y":[0.1],"f":0.10000000149011612}"#).unwrap();
-        assert!(same_json(&a, &b, "").is_ok());
-        let c: Value = serde_json::from_str(r#"{"x":2,"y":[0.1],"f":0.1}"#).unwrap();
-        assert_eq!(same_json(&a, &c, "").unwrap_err(), ".x: 1 vs 2");
-        let d: Value = serde_json::from_str(r#"{"x":1,"y":[0.1]}"#).unwrap();
-        assert!(same_json(&a, &d, "").unwrap_err().starts_with(".f:"));
-        let e: Value = serde_json::from_str(r#"{"x":1,"y":[0.2],"f":0.1}"#).unwrap();
-        assert!(same_json(&a, &e, "").unwrap_err().starts_with(".y[0]:"));
-    }
 
     #[test]
     fn base64() {
         assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
         assert_eq!(base64_encode(b"fo"), "Zm8=");
         assert_eq!(base64_encode(b"f"), "Zg==");
+    }
+
+    #[test]
+    fn start_errors_say_which_kind_of_failure() {
+        let unavailable = StartError {
+            kind: Kind::Python,
+            reason: "python3 is not on PATH".into(),
+            unavailable: true,
+        };
+        assert!(unavailable.is_unavailable());
+        assert_eq!(
+            unavailable.to_string(),
+            "python oracle unavailable: python3 is not on PATH"
+        );
+        let failed = StartError {
+            kind: Kind::Node,
+            reason: "the oracle exited".into(),
+            unavailable: false,
+        };
+        assert!(!failed.is_unavailable());
+        assert_eq!(
+            failed.to_string(),
+            "node oracle did not start: the oracle exited"
+        );
     }
 }

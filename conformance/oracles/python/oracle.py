@@ -40,10 +40,19 @@ def load(paths):
     return pool
 
 
-def to_json(message):
+def to_json(pool, message):
+    # The pool resolves the type of an Any; the default pool knows only imported modules.
     return json_format.MessageToJson(
-        message, preserving_proto_field_name=True, indent=None, ensure_ascii=False
+        message,
+        preserving_proto_field_name=True,
+        indent=None,
+        ensure_ascii=False,
+        descriptor_pool=pool,
     )
+
+
+def parse(pool, text, message):
+    json_format.Parse(text, message, ignore_unknown_fields=True, descriptor_pool=pool)
 
 
 def answer(pool, request):
@@ -53,13 +62,13 @@ def answer(pool, request):
     cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(request["type"]))
     message = cls()
     if op == "json_roundtrip":
-        json_format.Parse(request["json"], message, ignore_unknown_fields=True)
-        return {"ok": True, "json": to_json(message)}
+        parse(pool, request["json"], message)
+        return {"ok": True, "json": to_json(pool, message)}
     if op == "binary_to_json":
         message.ParseFromString(base64.b64decode(request["binary"]))
-        return {"ok": True, "json": to_json(message)}
+        return {"ok": True, "json": to_json(pool, message)}
     if op == "json_to_binary":
-        json_format.Parse(request["json"], message, ignore_unknown_fields=True)
+        parse(pool, request["json"], message)
         binary = message.SerializeToString(deterministic=True)
         return {"ok": True, "binary": base64.b64encode(binary).decode("ascii")}
     return {"ok": False, "error": "unknown op " + op}
