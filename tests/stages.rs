@@ -4,12 +4,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fred::prelude::{ClientLike, Value};
+use fred::types::{ClusterHash, CustomCommand};
 use keyway::base::mergestrategy::Strategy;
+use keyway::merge_service::{AnyMerger, FakeMerger};
 use keyway::orchestrator::{Batch, BatchRef, BatchState, LandStrategy, Request, RequestState};
 use keyway::runway::messagequeue::{
     MergeRequest, MergeResult, Outcome as MergeOutcome, StepOutput, StepResult,
 };
-use keyway::merge_service::{AnyMerger, FakeMerger};
 use keyway::stages::app::{self, Role};
 use keyway::stages::orchestrator::{ConcludeStage, MergeSignalStage, MergeStage, Outbox};
 use keyway::stages::reconcile::{BatchReconciler, Parking};
@@ -322,8 +324,77 @@ async fn mergesignal_lands_the_batch_and_fans_out_conclude_then_speculate() {
     );
 }
 
+async fn command(e: &Env, cmd: &'static str, args: &[&str]) -> Value {
+    e.backend
+        .client()
+        .custom(
+            CustomCommand::new_static(cmd, ClusterHash::Random, false),
+            args.iter().map(|a| Value::from(*a)).collect(),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{cmd} {args:?}: {err}"))
+}
+
+/// Make the server's slow log record every command from now on.
+async fn record_commands(e: &Env) {
+    command(e, "CONFIG", &["SET", "slowlog-log-slower-than", "0"]).await;
+    command(e, "CONFIG", &["SET", "slowlog-max-len", "100000"]).await;
+    command(e, "SLOWLOG", &["RESET"]).await;
+}
+
+/// The topics published to since [`record_commands`], in the order the server ran the
+/// publishes (a publish is a script call whose first key is the topic's stream).
+async fn published_topics(e: &Env) -> Vec<String> {
+    let prefix = &e.backend.config().redis.key_prefix;
+    let registry = app::registry();
+    let streams: Vec<(String, &str)> = registry
+        .iter()
+        .map(|(topic, stream)| (format!("{prefix}:{{{stream}}}:s:{stream}"), topic))
+        .collect();
+    let mut entries: Vec<(i64, Vec<String>)> = command(e, "SLOWLOG", &["GET", "-1"])
+        .await
+        .into_array()
+        .into_iter()
+        .map(|entry| {
+            let entry = entry.into_array();
+            let args = entry[3].clone().into_array();
+            (
+                entry[0].as_i64().unwrap(),
+                args.iter().filter_map(Value::as_string).collect(),
+            )
+        })
+        .collect();
+    entries.sort_by_key(|(id, _)| *id);
+    let mut topics: Vec<String> = entries
+        .into_iter()
+        .filter(|(_, args)| {
+            args.first()
+                .is_some_and(|c| c.eq_ignore_ascii_case("evalsha"))
+        })
+        .filter_map(|(_, args)| {
+            let key = args.get(3)?;
+            streams
+                .iter()
+                .find(|(stream, _)| stream == key)
+                .map(|(_, topic)| (*topic).to_owned())
+        })
+        .collect();
+    // A script the server did not know yet is sent twice (refused, then loaded and run).
+    topics.dedup();
+    topics
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conclude_goes_out_before_speculate() {
+    // The server runs conclude's publish before speculate's.
+    let e = env().await;
+    seed(&e.store, BatchState::Merging).await;
+    record_commands(&e).await;
+    signal(&e, result(MergeOutcome::Succeeded, ""))
+        .await
+        .unwrap();
+    assert_eq!(published_topics(&e).await, ["conclude", "speculate"]);
+    // And when conclude cannot be published, speculate is not.
     let e = env_with(registry_without("conclude")).await;
     seed(&e.store, BatchState::Merging).await;
     assert!(signal(&e, result(MergeOutcome::Succeeded, ""))

@@ -2,9 +2,19 @@
 //! [`BackendUnderTest`]. A backend's test file instantiates each check with a fresh backend
 //! (see `tests/redis_semantics.rs`).
 //!
-//! Durations are short (tens to hundreds of milliseconds) and every wait is bounded, so a
-//! failing backend fails the test instead of hanging it.
+//! Checks assert on events and counts, not on time:
+//! - To show that a message is *not* delivered (a duplicate, a retry after a dead letter), a
+//!   check publishes a sentinel after it on the same partition key and waits for the sentinel.
+//!   A key's messages are handled one at a time in publish order, so by then every earlier
+//!   delivery is in the log and the count is final.
+//! - Times are asserted only as lower bounds (a retry waits at least its backoff), which load
+//!   cannot break. Where a check needs two things to happen at once, a handler waits for the
+//!   other one instead of hoping the scheduler overlaps them.
+//! - Visibility timeouts are an hour ([`patient`]) except in the checks about them.
+//! - Every wait ends at [`HANG_GUARD`] with a message saying what it waited for, so a failing
+//!   backend fails the check instead of hanging it.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,7 +104,8 @@ pub struct Seen {
 
 type Decide = dyn Fn(&Delivery) -> BoxFuture<'static, Outcome> + Send + Sync;
 
-/// A handler that records every delivery and answers with a function of it.
+/// A handler that records every delivery and answers with a function of it. A delivery is in
+/// the log before the handler answers, so before the backend settles it.
 pub struct Recorder {
     name: String,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -144,22 +155,68 @@ pub fn log() -> Arc<Mutex<Vec<Seen>>> {
     Arc::new(Mutex::new(Vec::new()))
 }
 
-/// Wait until `seen` holds `n` entries, or panic after `timeout`.
-pub async fn wait_for(seen: &Arc<Mutex<Vec<Seen>>>, n: usize, timeout: Duration) -> Vec<Seen> {
+/// How long any wait of the suite may take before the check fails. It only guards against a
+/// hang: a healthy backend needs a small fraction of it, even on a loaded machine.
+pub const HANG_GUARD: Duration = Duration::from_secs(30);
+
+/// Wait until `done` holds for the log, or panic after `timeout`, naming `what` was awaited;
+/// the log at that moment.
+pub async fn wait_until(
+    seen: &Arc<Mutex<Vec<Seen>>>,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&[Seen]) -> bool,
+) -> Vec<Seen> {
     let deadline = Instant::now() + timeout;
     loop {
         let now = seen.lock().unwrap().clone();
-        if now.len() >= n {
+        if done(&now) {
             return now;
         }
         assert!(
             Instant::now() < deadline,
-            "waited {timeout:?} for {n} deliveries, got {}: {:?}",
+            "waited {timeout:?} for {what}; {} deliveries: {:?}",
             now.len(),
             now.iter().map(|s| (&s.id, s.attempt)).collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Wait until `seen` holds `n` entries, or panic after `timeout`.
+pub async fn wait_for(seen: &Arc<Mutex<Vec<Seen>>>, n: usize, timeout: Duration) -> Vec<Seen> {
+    wait_until(seen, &format!("{n} deliveries"), timeout, |s| s.len() >= n).await
+}
+
+/// Wait until a delivery of message `id` is recorded, or panic after `timeout`.
+///
+/// With a sentinel this makes a count final: a partition key's messages are handled one at a
+/// time in publish order, so when a message published after others on the same key is
+/// handled, each of those has been handled for the last time and is in the log.
+pub async fn wait_for_id(seen: &Arc<Mutex<Vec<Seen>>>, id: &str, timeout: Duration) -> Vec<Seen> {
+    wait_until(seen, &format!("a delivery of {id:?}"), timeout, |s| {
+        s.iter().any(|d| d.id == id)
+    })
+    .await
+}
+
+/// The deliveries of message `id` in `seen`.
+pub fn of<'a>(seen: &'a [Seen], id: &str) -> Vec<&'a Seen> {
+    seen.iter().filter(|s| s.id == id).collect()
+}
+
+/// Poll `ready` until it holds or `timeout` passes; whether it held. For handlers, which
+/// must return rather than panic (a panicking handler is a nack, and the check would fail
+/// somewhere less clear).
+pub async fn poll(timeout: Duration, ready: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
 }
 
 /// A subscription with short timings for tests.
@@ -172,6 +229,16 @@ pub fn quick(topic: &str, group: &str) -> SubscriptionConfig {
             max: Duration::from_millis(400),
         },
         ..SubscriptionConfig::new(topic, group)
+    }
+}
+
+/// [`quick`], but a delivery never times out (an hour): for checks that count deliveries and
+/// are not about visibility timeouts, so a slow machine cannot turn a delivery into a
+/// redelivery, and anything that happens at all did not wait for a timeout.
+pub fn patient(topic: &str, group: &str) -> SubscriptionConfig {
+    SubscriptionConfig {
+        visibility_timeout: Duration::from_secs(3600),
+        ..quick(topic, group)
     }
 }
 
@@ -205,8 +272,8 @@ pub async fn dedup_outlives_consumption<B: BackendUnderTest>(b: &B) {
         PublishReceipt::Published
     );
     let seen = log();
-    let c = b.consume(quick("orders", "g"), Recorder::acking("c", &seen));
-    wait_for(&seen, 1, Duration::from_secs(5)).await;
+    let c = b.consume(patient("orders", "g"), Recorder::acking("c", &seen));
+    wait_for_id(&seen, "o-1", HANG_GUARD).await;
     assert_eq!(
         send(&p, "orders", "o-1", "k", "again").await,
         PublishReceipt::Duplicate
@@ -215,17 +282,31 @@ pub async fn dedup_outlives_consumption<B: BackendUnderTest>(b: &B) {
         send(&p, "orders", "o-1", "other-key", "new").await,
         PublishReceipt::Published
     );
-    let all = wait_for(&seen, 2, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Had the duplicate been stored, it would be handled before this.
+    send(&p, "orders", "sentinel", "k", "").await;
+    let all = wait_until(
+        &seen,
+        "the sentinel and the other key's o-1",
+        HANG_GUARD,
+        |s| {
+            s.iter().any(|d| d.id == "sentinel") && s.iter().any(|d| d.partition_key == "other-key")
+        },
+    )
+    .await;
     c.stop().await;
-    let all_now = seen.lock().unwrap().clone();
+    let payloads = |pk: &str| {
+        of(&all, "o-1")
+            .into_iter()
+            .filter(|s| s.partition_key == pk)
+            .map(|s| s.payload.as_str())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        all_now.len(),
-        2,
-        "the duplicate was never delivered: {all_now:?}"
+        payloads("k"),
+        ["first"],
+        "the duplicate was never delivered"
     );
-    assert_eq!(all[0].payload, "first");
-    assert_eq!(all[1].payload, "new");
+    assert_eq!(payloads("other-key"), ["new"]);
 }
 
 /// Concurrent publishers of the same message: exactly one is stored.
@@ -244,16 +325,16 @@ pub async fn concurrent_publishers_of_one_id<B: BackendUnderTest>(b: &B) {
         }
     }
     assert_eq!(published, 1);
+    send(&b.publisher(), "orders", "sentinel", "k", "").await;
     let seen = log();
-    let c = b.consume(quick("orders", "g"), Recorder::acking("c", &seen));
-    wait_for(&seen, 1, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = b.consume(patient("orders", "g"), Recorder::acking("c", &seen));
+    let all = wait_for_id(&seen, "sentinel", HANG_GUARD).await;
     c.stop().await;
-    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(of(&all, "o-7").len(), 1, "one copy stored: {all:?}");
 }
 
 /// Several consumers of one group: each partition key one at a time, in publish order;
-/// different keys in parallel.
+/// different keys in parallel, on more than one consumer.
 pub async fn per_key_order_across_consumers<B: BackendUnderTest>(b: &B) {
     let p = b.publisher();
     let keys = ["a", "b", "c", "d", "e"];
@@ -264,18 +345,32 @@ pub async fn per_key_order_across_consumers<B: BackendUnderTest>(b: &B) {
         }
     }
     let seen = log();
-    let slow = |_: &Delivery| async {
-        tokio::time::sleep(Duration::from_millis(3)).await;
-        Outcome::Ack
-    };
+    // Every delivery waits until two consumers have started one: with four in flight per
+    // consumer and five keys, a second consumer must take a key for anything to finish. So
+    // two consumers work at once, on different keys, however the machine schedules them; a
+    // backend that serialises keys or consumers fails at the hang guard.
+    let working = Arc::new(Mutex::new(BTreeSet::<String>::new()));
     let consumers: Vec<_> = (0..3)
         .map(|i| {
-            let mut sub = quick("orders", "g");
+            let name = format!("c{i}");
+            let working = working.clone();
+            let gate = {
+                let name = name.clone();
+                move |_: &Delivery| {
+                    working.lock().unwrap().insert(name.clone());
+                    let working = working.clone();
+                    async move {
+                        poll(HANG_GUARD, || working.lock().unwrap().len() >= 2).await;
+                        Outcome::Ack
+                    }
+                }
+            };
+            let mut sub = patient("orders", "g");
             sub.batch_size = 4;
-            b.consume(sub, Recorder::new(&format!("c{i}"), &seen, slow))
+            b.consume(sub, Recorder::new(&name, &seen, gate))
         })
         .collect();
-    let all = wait_for(&seen, keys.len() * per_key, Duration::from_secs(20)).await;
+    let all = wait_for(&seen, keys.len() * per_key, HANG_GUARD).await;
     for c in consumers {
         c.stop().await;
     }
@@ -300,8 +395,7 @@ pub async fn per_key_order_across_consumers<B: BackendUnderTest>(b: &B) {
         })
     });
     assert!(overlapping, "different keys never ran in parallel");
-    let consumers_used: std::collections::BTreeSet<&str> =
-        all.iter().map(|s| s.consumer.as_str()).collect();
+    let consumers_used: BTreeSet<&str> = all.iter().map(|s| s.consumer.as_str()).collect();
     assert!(
         consumers_used.len() > 1,
         "one consumer did all the work: {consumers_used:?}"
@@ -315,17 +409,13 @@ pub async fn groups_are_independent<B: BackendUnderTest>(b: &B) {
         send(&p, "orders", &format!("o-{n}"), &format!("k{}", n % 3), "x").await;
     }
     let (one, two) = (log(), log());
-    let c1 = b.consume(quick("orders", "billing"), Recorder::acking("1", &one));
-    let c2 = b.consume(quick("orders", "shipping"), Recorder::acking("2", &two));
-    let a = wait_for(&one, 10, Duration::from_secs(5)).await;
-    let b2 = wait_for(&two, 10, Duration::from_secs(5)).await;
+    let c1 = b.consume(patient("orders", "billing"), Recorder::acking("1", &one));
+    let c2 = b.consume(patient("orders", "shipping"), Recorder::acking("2", &two));
+    let a = wait_for(&one, 10, HANG_GUARD).await;
+    let b2 = wait_for(&two, 10, HANG_GUARD).await;
     c1.stop().await;
     c2.stop().await;
-    let ids = |v: &[Seen]| {
-        v.iter()
-            .map(|s| s.id.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-    };
+    let ids = |v: &[Seen]| v.iter().map(|s| s.id.clone()).collect::<BTreeSet<_>>();
     assert_eq!(ids(&a), ids(&b2));
     assert_eq!(ids(&a).len(), 10);
 }
@@ -335,28 +425,32 @@ pub async fn groups_are_independent<B: BackendUnderTest>(b: &B) {
 pub async fn nack_backoff_then_dead_letter<B: BackendUnderTest>(b: &B) {
     let p = b.publisher();
     send(&p, "orders", "o-1", "k", "payload-1").await;
+    send(&p, "orders", "sentinel", "k", "").await;
     let seen = log();
     let failing = |d: &Delivery| {
-        let attempt = d.attempt;
-        async move { Outcome::Nack(Failure::new(format!("boom {attempt}"))) }
+        let (fail, attempt) = (d.id == "o-1", d.attempt);
+        async move {
+            if fail {
+                Outcome::Nack(Failure::new(format!("boom {attempt}")))
+            } else {
+                Outcome::Ack
+            }
+        }
     };
-    let c = b.consume(quick("orders", "g"), Recorder::new("c", &seen, failing));
+    let c = b.consume(patient("orders", "g"), Recorder::new("c", &seen, failing));
     let dead = log();
-    let dlq = b.consume(quick("orders_dlq", "ops"), Recorder::acking("dlq", &dead));
-    let tries = wait_for(&seen, 3, Duration::from_secs(5)).await;
-    let letters = wait_for(&dead, 1, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dlq = b.consume(patient("orders_dlq", "ops"), Recorder::acking("dlq", &dead));
+    let all = wait_for_id(&seen, "sentinel", HANG_GUARD).await;
+    let letters = wait_for(&dead, 1, HANG_GUARD).await;
     c.stop().await;
     dlq.stop().await;
-    assert_eq!(
-        seen.lock().unwrap().len(),
-        3,
-        "no attempt after the dead letter"
-    );
+    let tries = of(&all, "o-1");
     assert_eq!(
         tries.iter().map(|s| s.attempt).collect::<Vec<_>>(),
-        [1, 2, 3]
+        [1, 2, 3],
+        "three attempts, none after the dead letter"
     );
+    // Lower bounds only: a loaded machine makes waits longer, never shorter.
     assert!(tries[1].started.duration_since(tries[0].ended) >= Duration::from_millis(45));
     assert!(tries[2].started.duration_since(tries[1].ended) >= Duration::from_millis(95));
     let letter = &letters[0];
@@ -376,21 +470,30 @@ pub async fn nack_backoff_then_dead_letter<B: BackendUnderTest>(b: &B) {
     assert!(m["dlq.failed_at"].parse::<u64>().unwrap() > 1_600_000_000_000);
 }
 
-/// Reject: dead-lettered at once, with the failure's detail.
+/// Reject: dead-lettered at once, with the failure's detail, and not delivered again.
 pub async fn reject_dead_letters_with_detail<B: BackendUnderTest>(b: &B) {
     let p = b.publisher();
     send(&p, "orders", "o-2", "k", "bad").await;
+    send(&p, "orders", "sentinel", "k", "").await;
     let seen = log();
-    let rejecting = |_: &Delivery| async {
-        Outcome::Reject(Failure::new("unknown queue").with_detail("kind", "validation"))
+    let rejecting = |d: &Delivery| {
+        let reject = d.id == "o-2";
+        async move {
+            if reject {
+                Outcome::Reject(Failure::new("unknown queue").with_detail("kind", "validation"))
+            } else {
+                Outcome::Ack
+            }
+        }
     };
-    let c = b.consume(quick("orders", "g"), Recorder::new("c", &seen, rejecting));
+    let c = b.consume(patient("orders", "g"), Recorder::new("c", &seen, rejecting));
     let dead = log();
-    let dlq = b.consume(quick("orders_dlq", "ops"), Recorder::acking("dlq", &dead));
-    let letters = wait_for(&dead, 1, Duration::from_secs(5)).await;
+    let dlq = b.consume(patient("orders_dlq", "ops"), Recorder::acking("dlq", &dead));
+    let all = wait_for_id(&seen, "sentinel", HANG_GUARD).await;
+    let letters = wait_for(&dead, 1, HANG_GUARD).await;
     c.stop().await;
     dlq.stop().await;
-    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(of(&all, "o-2").len(), 1);
     let m = &letters[0].metadata;
     assert_eq!(m["dlq.failure_count"], "1");
     assert_eq!(m["dlq.last_error"], "unknown queue");
@@ -413,21 +516,28 @@ pub async fn reject_without_dead_letters_drops<B: BackendUnderTest>(b: &B) {
             }
         }
     };
-    let mut sub = quick("orders", "g");
+    let mut sub = patient("orders", "g");
     sub.dead_letter = false;
     let c = b.consume(sub, Recorder::new("c", &seen, decide));
     let dead = log();
-    let dlq = b.consume(quick("orders_dlq", "ops"), Recorder::acking("dlq", &dead));
-    wait_for(&seen, 2, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dlq = b.consume(patient("orders_dlq", "ops"), Recorder::acking("dlq", &dead));
+    // o-4 comes after o-3 on its key: o-3 was settled for good before it.
+    let all = wait_for_id(&seen, "o-4", HANG_GUARD).await;
+    // A dead letter of o-3 would be on the dead-letter stream before this one, on its key.
+    send(&p, "orders_dlq", "sentinel", "k", "").await;
+    let letters = wait_for_id(&dead, "sentinel", HANG_GUARD).await;
     c.stop().await;
     dlq.stop().await;
     assert_eq!(
-        seen.lock().unwrap().len(),
-        2,
+        of(&all, "o-3").len(),
+        1,
         "the rejected message was not redelivered"
     );
-    assert!(dead.lock().unwrap().is_empty());
+    assert_eq!(
+        letters.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["sentinel"],
+        "nothing was dead-lettered"
+    );
 }
 
 /// Postpone: redelivered after the delay, with the same attempt number; later messages of the
@@ -439,18 +549,28 @@ pub async fn postpone_holds_its_key<B: BackendUnderTest>(b: &B) {
     send(&p, "orders", "y-1", "y", "1").await;
     let seen = log();
     let first = Arc::new(Mutex::new(true));
+    // The postponed message, back again, waits for y-1: were y-1 held up behind key x, the
+    // check would fail at the hang guard instead of racing the delay.
+    let log_of_y = seen.clone();
     let decide = move |d: &Delivery| {
-        let postpone = d.id == "x-1" && std::mem::replace(&mut *first.lock().unwrap(), false);
+        let x1 = d.id == "x-1";
+        let postpone = x1 && std::mem::replace(&mut *first.lock().unwrap(), false);
+        let log_of_y = log_of_y.clone();
         async move {
             if postpone {
-                Outcome::Postpone(Duration::from_millis(300))
-            } else {
-                Outcome::Ack
+                return Outcome::Postpone(Duration::from_millis(300));
             }
+            if x1 {
+                poll(HANG_GUARD, || {
+                    log_of_y.lock().unwrap().iter().any(|s| s.id == "y-1")
+                })
+                .await;
+            }
+            Outcome::Ack
         }
     };
-    let c = b.consume(quick("orders", "g"), Recorder::new("c", &seen, decide));
-    let all = wait_for(&seen, 4, Duration::from_secs(5)).await;
+    let c = b.consume(patient("orders", "g"), Recorder::new("c", &seen, decide));
+    let all = wait_for_id(&seen, "x-2", HANG_GUARD).await;
     c.stop().await;
     let order: Vec<(&str, u32)> = all.iter().map(|s| (s.id.as_str(), s.attempt)).collect();
     let pos = |id: &str, nth: usize| {
@@ -460,7 +580,7 @@ pub async fn postpone_holds_its_key<B: BackendUnderTest>(b: &B) {
             .filter(|(_, (i, _))| *i == id)
             .nth(nth)
             .map(|(p, _)| p)
-            .unwrap()
+            .unwrap_or_else(|| panic!("no delivery {nth} of {id}: {order:?}"))
     };
     assert!(
         pos("y-1", 0) < pos("x-1", 1),
@@ -470,7 +590,7 @@ pub async fn postpone_holds_its_key<B: BackendUnderTest>(b: &B) {
         pos("x-1", 1) < pos("x-2", 0),
         "the key's next message waits: {order:?}"
     );
-    let x1: Vec<&Seen> = all.iter().filter(|s| s.id == "x-1").collect();
+    let x1 = of(&all, "x-1");
     assert_eq!(
         (x1[0].attempt, x1[1].attempt),
         (1, 1),
@@ -491,27 +611,21 @@ pub async fn crashed_worker_is_redelivered<B: BackendUnderTest>(b: &B) {
         quick("orders", "g"),
         Recorder::new("dying", &hung, move |_| {
             mark.lock().unwrap().push(Instant::now());
-            async {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                Outcome::Ack
-            }
+            std::future::pending::<Outcome>()
         }),
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while started.lock().unwrap().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the first consumer never got the message"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert!(
+        poll(HANG_GUARD, || !started.lock().unwrap().is_empty()).await,
+        "the first consumer never got the message"
+    );
     let taken_at = started.lock().unwrap()[0];
     first.crash();
     let seen = log();
     let second = b.consume(quick("orders", "g"), Recorder::acking("survivor", &seen));
-    let got = wait_for(&seen, 1, Duration::from_secs(5)).await;
+    let got = wait_for(&seen, 1, HANG_GUARD).await;
     second.stop().await;
     assert_eq!(got[0].attempt, 2, "the lost delivery counts as an attempt");
+    // A lower bound: it was not handed over before the visibility timeout (400 ms).
     assert!(got[0].started.duration_since(taken_at) >= Duration::from_millis(350));
 }
 
@@ -519,42 +633,42 @@ pub async fn crashed_worker_is_redelivered<B: BackendUnderTest>(b: &B) {
 pub async fn extend_prevents_redelivery<B: BackendUnderTest>(b: &B) {
     let p = b.publisher();
     send(&p, "orders", "o-5", "k", "x").await;
+    send(&p, "orders", "sentinel", "k", "").await;
+    let mut sub = quick("orders", "g");
+    sub.visibility_timeout = Duration::from_secs(1);
     let seen = log();
     let started = Arc::new(Mutex::new(false));
     let mark = started.clone();
-    // Three visibility timeouts of work, extending every 150 ms.
+    // Three visibility timeouts of work, extending ten times per timeout.
     let slow = move |d: &Delivery| {
-        *mark.lock().unwrap() = true;
         let d = d.clone();
+        let rounds = if d.id == "o-5" { 30 } else { 0 };
+        if rounds > 0 {
+            *mark.lock().unwrap() = true;
+        }
         async move {
-            for _ in 0..8 {
-                tokio::time::sleep(Duration::from_millis(150)).await;
-                d.extend_visibility(Duration::from_millis(400))
+            for _ in 0..rounds {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                d.extend_visibility(Duration::from_secs(1))
                     .await
                     .expect("extend");
             }
             Outcome::Ack
         }
     };
-    let c1 = b.consume(quick("orders", "g"), Recorder::new("slow", &seen, slow));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !*started.lock().unwrap() {
-        assert!(
-            Instant::now() < deadline,
-            "the slow consumer never got the message"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let c2 = b.consume(quick("orders", "g"), Recorder::acking("other", &seen));
-    let got = wait_for(&seen, 1, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let c1 = b.consume(sub.clone(), Recorder::new("slow", &seen, slow));
+    assert!(
+        poll(HANG_GUARD, || *started.lock().unwrap()).await,
+        "the slow consumer never got the message"
+    );
+    let c2 = b.consume(sub, Recorder::acking("other", &seen));
+    // Every delivery of o-5 comes before the sentinel, its key's next message.
+    let all = wait_for_id(&seen, "sentinel", HANG_GUARD).await;
     c1.stop().await;
     c2.stop().await;
-    assert_eq!(
-        seen.lock().unwrap().len(),
-        1,
-        "delivered once: {:?}",
-        seen.lock().unwrap()
-    );
-    assert_eq!((got[0].consumer.as_str(), got[0].attempt), ("slow", 1));
+    let o5: Vec<(&str, u32)> = of(&all, "o-5")
+        .iter()
+        .map(|s| (s.consumer.as_str(), s.attempt))
+        .collect();
+    assert_eq!(o5, [("slow", 1)], "delivered once: {all:?}");
 }

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use fred::prelude::{Builder, Client, ReconnectPolicy, Value};
 use fred::prelude::{
     ClientLike, Config as FredConfig, Error as FredError, ErrorKind as FredErrorKind,
+    EventInterface, Server,
 };
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand};
+use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -254,11 +256,7 @@ async fn connect_client(url: &str) -> Result<Client, TransportError> {
 fn readable(e: &FredError) -> String {
     let details = e.details();
     match details.split_once("message: \"") {
-        Some((_, rest)) => rest
-            .split('"')
-            .next()
-            .unwrap_or(rest)
-            .to_ascii_lowercase(),
+        Some((_, rest)) => rest.split('"').next().unwrap_or(rest).to_ascii_lowercase(),
         None if details.is_empty() => format!("{:?} error", e.kind()).to_ascii_lowercase(),
         None => details.to_owned(),
     }
@@ -428,6 +426,10 @@ impl RedisBackend {
             notify.clone(),
         )));
 
+        // A reconnect can lose the reply to a claim that ran, leaving entries pending here
+        // that nobody works on: look for them after every reconnect, not only now and then.
+        let mut reconnects = self.inner.client.reconnect_rx();
+
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut in_flight: HashMap<tokio::task::Id, (String, u64)> = HashMap::new();
         let mut recover_due = Instant::now();
@@ -439,8 +441,12 @@ impl RedisBackend {
             let mut more = false;
             let mut sleep_for = Duration::from_secs(1);
             let mut failed = None;
+            if reconnected(&mut reconnects) {
+                recover_due = Instant::now();
+            }
             // This consumer's own pending entries that nobody here works on (a claim whose
-            // reply was lost in a reconnect): now and then, and after any error.
+            // reply was lost in a reconnect): now and then, after a reconnect, and after any
+            // error.
             if Instant::now() >= recover_due && tasks.len() < sub.batch_size {
                 recover_due = Instant::now() + recover_every;
                 let busy: Vec<String> = in_flight.values().map(|(id, _)| id.clone()).collect();
@@ -654,6 +660,18 @@ impl RedisBackend {
     }
 }
 
+/// Whether the client reconnected since the last look (a lagging receiver missed some
+/// reconnects, which counts).
+fn reconnected(rx: &mut broadcast::Receiver<Server>) -> bool {
+    let mut any = false;
+    loop {
+        match rx.try_recv() {
+            Ok(_) | Err(TryRecvError::Lagged(_)) => any = true,
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return any,
+        }
+    }
+}
+
 /// Aborts a background task when dropped, so a consume loop that is itself dropped (a crash,
 /// a cancelled future) leaves nothing running.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -806,7 +824,8 @@ struct Claimed {
     entry: String,
     epoch: u64,
     attempt: u32,
-    fields: Vec<(String, Vec<u8>)>,
+    /// The entry's fields as stored: names and values are bytes, whatever a writer put there.
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -822,6 +841,16 @@ fn as_text(v: &Value) -> Option<String> {
         Value::String(s) => Some(s.to_string()),
         Value::Bytes(b) => String::from_utf8(b.to_vec()).ok(),
         Value::Integer(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// The bytes of a string reply (a field name or value of a stream entry).
+fn as_raw(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::String(s) => Some(s.as_bytes().to_vec()),
+        Value::Bytes(b) => Some(b.to_vec()),
+        Value::Integer(i) => Some(i.to_string().into_bytes()),
         _ => None,
     }
 }
@@ -844,12 +873,11 @@ fn parse_deliveries(v: Value) -> Result<Vec<Claimed>, TransportError> {
         };
         let raw = fields.into_array();
         let mut pairs = Vec::with_capacity(raw.len() / 2);
+        // Names are kept as bytes: a name that is not UTF-8 is the envelope check's to judge
+        // (failing the whole reply here would fail every claim that meets the entry again).
         for kv in raw.chunks(2) {
-            let key = as_text(&kv[0]).ok_or_else(|| protocol_error("a stream entry"))?;
-            let value = kv
-                .get(1)
-                .and_then(|v| v.as_bytes().map(<[u8]>::to_vec))
-                .unwrap_or_default();
+            let key = as_raw(&kv[0]).ok_or_else(|| protocol_error("a stream entry"))?;
+            let value = kv.get(1).and_then(as_raw).unwrap_or_default();
             pairs.push((key, value));
         }
         out.push(Claimed {
@@ -862,12 +890,110 @@ fn parse_deliveries(v: Value) -> Result<Vec<Claimed>, TransportError> {
     Ok(out)
 }
 
+/// The fields of a stream entry that make a delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Envelope {
+    id: String,
+    partition_key: String,
+    published_at_ms: u64,
+    payload: Vec<u8>,
+    metadata: Metadata,
+}
+
+/// Field `name` as text, or a problem.
+fn text(name: &str, value: Vec<u8>, problems: &mut Vec<String>) -> Option<String> {
+    String::from_utf8(value)
+        .map_err(|_| problems.push(format!("`{name}` is not UTF-8")))
+        .ok()
+}
+
+/// The envelope fields, in the order problems are reported.
+const ENVELOPE_FIELDS: [&str; 4] = ["id", "pk", "at", "payload"];
+
+/// Read the envelope of a stream entry, as the publish script writes it: `id` (not empty),
+/// `pk`, `at` (ms since the epoch) and `payload`, each exactly once, and `m:<key>` metadata at
+/// most once per key; text in UTF-8, the payload any bytes. Other fields are ignored, whatever
+/// their names. An entry that breaks a rule was not written by [`Publisher::publish`]; every
+/// problem is listed, so it can be dead-lettered instead of delivered with made-up values.
+fn read_envelope(fields: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Envelope, Vec<String>> {
+    let mut found: [(usize, Option<Vec<u8>>); 4] = Default::default();
+    let mut metadata: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (name, value) in fields {
+        if let Some(slot) = ENVELOPE_FIELDS.iter().position(|f| f.as_bytes() == name) {
+            let (count, first) = &mut found[slot];
+            *count += 1;
+            first.get_or_insert(value);
+        } else if let Some(key) = name.strip_prefix(b"m:") {
+            metadata.push((key.to_vec(), value));
+        }
+    }
+
+    let mut problems = Vec::new();
+    let mut envelope = Envelope::default();
+    for (name, (count, first)) in ENVELOPE_FIELDS.iter().zip(found) {
+        match count {
+            0 => {
+                problems.push(format!("no `{name}` field"));
+                continue;
+            }
+            1 => {}
+            n => problems.push(format!("`{name}` appears {n} times")),
+        }
+        let value = first.unwrap_or_default();
+        match *name {
+            "id" => match text(name, value, &mut problems) {
+                Some(id) if id.is_empty() => problems.push("`id` is empty".to_owned()),
+                Some(id) => envelope.id = id,
+                None => {}
+            },
+            "pk" => {
+                if let Some(pk) = text(name, value, &mut problems) {
+                    envelope.partition_key = pk;
+                }
+            }
+            "at" => match std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                Some(at) => envelope.published_at_ms = at,
+                None => problems.push("`at` is not a number of milliseconds".to_owned()),
+            },
+            _ => envelope.payload = value,
+        }
+    }
+    let mut repeated = Vec::new();
+    for (key, value) in metadata {
+        let Ok(key) = String::from_utf8(key) else {
+            problems.push("a metadata field name (`m:...`) is not UTF-8".to_owned());
+            continue;
+        };
+        let Ok(value) = String::from_utf8(value) else {
+            problems.push(format!("metadata `m:{key}` is not UTF-8"));
+            continue;
+        };
+        if envelope.metadata.contains_key(&key) {
+            if !repeated.contains(&key) {
+                problems.push(format!("metadata `m:{key}` appears more than once"));
+                repeated.push(key);
+            }
+            continue;
+        }
+        envelope.metadata.insert(key, value);
+    }
+    if problems.is_empty() {
+        Ok(envelope)
+    } else {
+        Err(problems)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
     Ack,
     Nack,
     Postpone,
     Reject,
+    Malformed,
     Release,
     Extend,
 }
@@ -879,6 +1005,7 @@ impl Action {
             Action::Nack => "nack",
             Action::Postpone => "postpone",
             Action::Reject => "reject",
+            Action::Malformed => "malformed",
             Action::Release => "release",
             Action::Extend => "extend",
         }
@@ -1004,13 +1131,21 @@ impl LoopContext {
     }
 
     async fn process<H: Handler>(self: Arc<Self>, claimed: Claimed, handler: Arc<H>) {
-        let mut delivery = Delivery {
+        let envelope = match read_envelope(claimed.fields) {
+            Ok(envelope) => envelope,
+            Err(problems) => {
+                return self
+                    .dead_letter_malformed(&claimed.entry, claimed.epoch, &problems)
+                    .await
+            }
+        };
+        let delivery = Delivery {
             topic: self.sub.topic.clone(),
-            id: String::new(),
-            partition_key: String::new(),
-            payload: Vec::new(),
-            metadata: Metadata::new(),
-            published_at_ms: 0,
+            id: envelope.id,
+            partition_key: envelope.partition_key,
+            payload: envelope.payload,
+            metadata: envelope.metadata,
+            published_at_ms: envelope.published_at_ms,
             attempt: claimed.attempt,
             lease: Arc::new(RedisLease {
                 ctx: self.clone(),
@@ -1018,24 +1153,6 @@ impl LoopContext {
                 epoch: claimed.epoch,
             }),
         };
-        for (key, value) in claimed.fields {
-            match key.as_str() {
-                "id" => delivery.id = String::from_utf8_lossy(&value).into_owned(),
-                "pk" => delivery.partition_key = String::from_utf8_lossy(&value).into_owned(),
-                "at" => {
-                    delivery.published_at_ms = String::from_utf8_lossy(&value).parse().unwrap_or(0)
-                }
-                "payload" => delivery.payload = value,
-                _ => {
-                    if let Some(name) = key.strip_prefix("m:") {
-                        delivery.metadata.insert(
-                            name.to_owned(),
-                            String::from_utf8_lossy(&value).into_owned(),
-                        );
-                    }
-                }
-            }
-        }
         let span = tracing::info_span!(
             "delivery",
             topic = %self.sub.topic,
@@ -1074,24 +1191,66 @@ impl LoopContext {
         let metrics = &self.backend.inner.metrics;
         metrics.observe("keyway_handler_seconds", &labels, elapsed);
         metrics.count("keyway_deliveries_total", &labels, 1);
-        match self.settle(&claimed.entry, claimed.epoch, action, delay, reason, detail).await {
-            Ok(result) => match result.as_str() {
-                "dead" => metrics.count(
-                    "keyway_dead_letters_total",
-                    &[("topic", self.sub.topic.as_str()), ("group", self.sub.group.as_str())],
-                    1,
-                ),
-                "dropped" => span.in_scope(|| {
-                    tracing::warn!(reason, "delivery failed and the subscription has no dead-letter stream: dropped")
-                }),
-                "stale" => span.in_scope(|| {
-                    tracing::warn!("settling refused: the delivery was reclaimed by another consumer (visibility timeout)")
-                }),
-                _ => {}
-            },
-            Err(e) => span.in_scope(|| {
-                tracing::warn!("settling failed, the delivery will be redelivered after the visibility timeout: {e}")
-            }),
+        let result = self
+            .settle(&claimed.entry, claimed.epoch, action, delay, reason, detail)
+            .await;
+        span.in_scope(|| self.settled(result, reason));
+    }
+
+    /// A stream entry without a usable envelope (see [`read_envelope`]) never reaches the
+    /// handler and is never retried (it cannot change): it is dead-lettered as malformed, with
+    /// its fields kept as they were, and the subscription goes on.
+    async fn dead_letter_malformed(&self, entry: &str, epoch: u64, problems: &[String]) {
+        let reason = format!("malformed stream entry: {}", problems.join("; "));
+        let span = tracing::warn_span!(
+            "delivery",
+            topic = %self.sub.topic,
+            group = %self.sub.group,
+            entry = %entry,
+        );
+        span.in_scope(|| tracing::warn!("{reason}"));
+        self.backend.inner.metrics.count(
+            "keyway_deliveries_total",
+            &[
+                ("topic", self.sub.topic.as_str()),
+                ("group", self.sub.group.as_str()),
+                ("outcome", Action::Malformed.as_str()),
+            ],
+            1,
+        );
+        let detail = Metadata::from([("kind".to_owned(), "malformed".to_owned())]);
+        let result = self
+            .settle(
+                entry,
+                epoch,
+                Action::Malformed,
+                Duration::ZERO,
+                &reason,
+                &detail,
+            )
+            .await;
+        span.in_scope(|| self.settled(result, &reason));
+    }
+
+    /// Count and log what the settle script did.
+    fn settled(&self, result: Result<String, TransportError>, reason: &str) {
+        match result.as_deref() {
+            Ok("dead") => self.backend.inner.metrics.count(
+                "keyway_dead_letters_total",
+                &[("topic", self.sub.topic.as_str()), ("group", self.sub.group.as_str())],
+                1,
+            ),
+            Ok("dropped") => tracing::warn!(
+                reason,
+                "delivery failed and the subscription has no dead-letter stream: dropped"
+            ),
+            Ok("stale") => tracing::warn!(
+                "settling refused: the delivery was reclaimed by another consumer (visibility timeout)"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                "settling failed, the delivery will be redelivered after the visibility timeout: {e}"
+            ),
         }
     }
 }
@@ -1171,5 +1330,94 @@ impl Lease for RedisLease {
                 )),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(fields: &[(&[u8], &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        fields
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    fn problems(fields: &[(&[u8], &[u8])]) -> Vec<String> {
+        read_envelope(entry(fields)).expect_err("malformed")
+    }
+
+    const GOOD: [(&[u8], &[u8]); 5] = [
+        (b"id", b"o-1"),
+        (b"pk", b"k"),
+        (b"at", b"1700000000000"),
+        (b"payload", b"\xff{}"),
+        (b"m:trace", b"t-1"),
+    ];
+
+    #[test]
+    fn an_entry_as_published_reads_whole() {
+        let mut fields = GOOD.to_vec();
+        // Fields the envelope does not know are ignored, whatever their names.
+        fields.push((b"later", b"x"));
+        fields.push((b"\xfe\xff", b"x"));
+        assert_eq!(
+            read_envelope(entry(&fields)).unwrap(),
+            Envelope {
+                id: "o-1".into(),
+                partition_key: "k".into(),
+                published_at_ms: 1_700_000_000_000,
+                payload: b"\xff{}".to_vec(),
+                metadata: Metadata::from([("trace".into(), "t-1".into())]),
+            }
+        );
+        // An empty partition key is a partition key.
+        let mut fields = GOOD.to_vec();
+        fields[1] = (b"pk", b"");
+        assert_eq!(read_envelope(entry(&fields)).unwrap().partition_key, "");
+    }
+
+    #[test]
+    fn every_problem_of_an_envelope_is_named() {
+        assert_eq!(problems(&GOOD[1..]), ["no `id` field"]);
+        assert_eq!(
+            problems(&[(b"payload", b"")]),
+            ["no `id` field", "no `pk` field", "no `at` field"]
+        );
+        let mut twice = GOOD.to_vec();
+        twice.push((b"id", b"o-2"));
+        twice.push((b"m:trace", b"t-2"));
+        twice.push((b"m:trace", b"t-3"));
+        assert_eq!(
+            problems(&twice),
+            [
+                "`id` appears 2 times",
+                "metadata `m:trace` appears more than once"
+            ]
+        );
+        let mut bad = GOOD.to_vec();
+        bad[0] = (b"id", b"");
+        bad[1] = (b"pk", b"\xff");
+        bad[2] = (b"at", b"soon");
+        bad[4] = (b"m:trace", b"\xc3");
+        bad.push((b"m:\xff", b"x"));
+        bad.push((b"m:ok", b"fine"));
+        assert_eq!(
+            problems(&bad),
+            [
+                "`id` is empty",
+                "`pk` is not UTF-8",
+                "`at` is not a number of milliseconds",
+                "metadata `m:trace` is not UTF-8",
+                "a metadata field name (`m:...`) is not UTF-8",
+            ]
+        );
+        let mut negative = GOOD.to_vec();
+        negative[2] = (b"at", b"-5");
+        assert_eq!(
+            problems(&negative),
+            ["`at` is not a number of milliseconds"]
+        );
     }
 }

@@ -31,6 +31,16 @@
 //! - I4: dead-lettering (`XADD` to the dead-letter stream) and removal from the PEL happen in
 //!   the same script: there is no moment where the message is in neither stream.
 //! - I5: time is the server's (`TIME`), never a client clock.
+//!
+//! Dead letters copy the entry's fields (less any `m:dlq.*` of an earlier dead-lettering) and
+//! add `m:dlq.*` fields; two kinds of entry cannot be copied as they are:
+//! - a tombstone (the entry was deleted or trimmed): `id` = `tombstone:<entry id>`, `pk` as the
+//!   group recorded it, `at` = `0`, empty `payload`, `m:dlq.tombstone` = `1`;
+//! - D1, a malformed entry (an envelope field missing, repeated or unreadable; the consume loop
+//!   judges, see `read_envelope`): `id` = `malformed:<entry id>`, empty `pk`, `at` = `0`, empty
+//!   `payload`, `m:dlq.malformed` = `1`, and every field of the entry, in order and byte for
+//!   byte, under its name prefixed with `raw:`. So the dead letter itself is well formed and
+//!   reaches whoever reads the dead letters, and nothing of the entry is lost.
 
 /// Shared helpers, prefixed to every group script.
 const HELPERS: &str = r#"
@@ -75,12 +85,21 @@ local function release_if_head(pk, id)
   end
 end
 -- Append a dead letter (I4 holds because callers XACK in the same script). `fields` is nil
--- for a tombstone (the entry was deleted or trimmed). Returns 1 when written, 0 when
--- dead-lettering is off for this subscription.
-local function dead_letter(id, fields, reason, failures, detail, pk)
+-- for a tombstone (the entry was deleted or trimmed). `malformed` is true for an entry whose
+-- envelope cannot be read (D1). Returns 1 when written, 0 when dead-lettering is off for this
+-- subscription.
+local function dead_letter(id, fields, reason, failures, detail, pk, malformed)
   if ARGV[4] ~= '1' then return 0 end
   local args = {'XADD', KEYS[9], '*'}
-  if fields then
+  if fields and malformed then
+    for _, v in ipairs({'id', 'malformed:' .. id, 'pk', '', 'at', '0', 'payload', '', 'm:dlq.malformed', '1'}) do
+      table.insert(args, v)
+    end
+    for i = 1, #fields, 2 do
+      table.insert(args, 'raw:' .. fields[i])
+      table.insert(args, fields[i + 1])
+    end
+  elseif fields then
     for i = 1, #fields, 2 do
       if string.sub(fields[i], 1, 6) ~= 'm:dlq.' then
         table.insert(args, fields[i])
@@ -249,8 +268,9 @@ return out
 "#;
 
 /// Settle one delivery. ARGV: 6 entry id, 7 epoch (delivery count), 8 action (`ack`, `nack`,
-/// `postpone`, `reject`, `release`, `extend`), 9 delay (ms, for nack/postpone/release),
-/// 10 reason, then detail key/value pairs. Fenced (I3): returns `stale` when the entry is no
+/// `postpone`, `reject`, `malformed`, `release`, `extend`), 9 delay (ms, for
+/// nack/postpone/release), 10 reason, then detail key/value pairs. `malformed` is a reject
+/// whose dead letter takes the D1 shape. Fenced (I3): returns `stale` when the entry is no
 /// longer this consumer's at this epoch. Otherwise `ok`, `retry` (nack below max attempts),
 /// `dead` (dead-lettered) or `dropped` (failed with dead-lettering off).
 const SETTLE_BODY: &str = r#"
@@ -290,7 +310,7 @@ end
 local detail = {}
 for i = 11, #ARGV do table.insert(detail, ARGV[i]) end
 local entry = redis.call('XRANGE', KEYS[1], id, id)
-local written = dead_letter(id, entry[1] and entry[1][2] or nil, ARGV[10], failures, detail, pk)
+local written = dead_letter(id, entry[1] and entry[1][2] or nil, ARGV[10], failures, detail, pk, action == 'malformed')
 release_if_head(pk, id)
 cleanup(id)
 if written == 1 then return 'dead' end
