@@ -159,8 +159,7 @@ fn import_hints(error: &keyway_codegen::Error, inputs: &Inputs) -> Vec<String> {
             find_homes(&root, Path::new(import), 4, &mut homes);
         }
         let searched = if inputs.proto_paths.is_empty() {
-            "no -I/--proto-path was given, so only the current directory was searched"
-                .to_owned()
+            "no -I/--proto-path was given, so only the current directory was searched".to_owned()
         } else {
             format!(
                 "searched {}",

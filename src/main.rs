@@ -11,8 +11,8 @@ mod contract_cli;
 
 use keyway::merge_service::config::MergerConfig;
 use keyway::merge_service::{AnyMerger, FakeMerger};
-use keyway::stages::app::{self, Role};
 use keyway::orchestrator::{Batch, LandStrategy, Request};
+use keyway::stages::app::{self, Role};
 use keyway::stages::store::Store;
 use keyway::stages::submit::{self, NewRequest};
 use keyway_runtime::json;
@@ -72,7 +72,11 @@ enum Command {
         strategy: String,
         /// Change URIs: git://<host>/<repo>/<percent-encoded ref>/<sha> or
         /// file:///<path>/<percent-encoded ref>/<sha>.
-        #[arg(value_name = "URI", required_unless_present = "file", conflicts_with = "file")]
+        #[arg(
+            value_name = "URI",
+            required_unless_present = "file",
+            conflicts_with = "file"
+        )]
         uris: Vec<String>,
         /// A TOML file of requests.
         #[arg(long, value_name = "FILE")]
@@ -186,7 +190,11 @@ fn main() -> ExitCode {
                     strategy: submit::strategy(&strategy).unwrap_or(LandStrategy::Unset),
                 }]),
             };
-            match requests.and_then(|r| submit::check(&queue, &r).map(|()| r).map_err(|e| e.to_string())) {
+            match requests.and_then(|r| {
+                submit::check(&queue, &r)
+                    .map(|()| r)
+                    .map_err(|e| e.to_string())
+            }) {
                 Ok(requests) => runtime().block_on(submit_command(&queue, &requests, redis)),
                 Err(e) => {
                     eprintln!("keyway: {e}");
@@ -297,13 +305,11 @@ async fn run_roles(roles: Vec<Role>, redis: Redis) -> ExitCode {
             Ok(m) => m,
             Err(e) => return fail(e),
         },
-        (true, None) => {
-            return fail(
-                "the runway role needs a [runway] section in the config (--config or KEYWAY_CONFIG): \
+        (true, None) => return fail(
+            "the runway role needs a [runway] section in the config (--config or KEYWAY_CONFIG): \
                  queues for the git merger, or merger = \"fake\""
-                    .to_owned(),
-            )
-        }
+                .to_owned(),
+        ),
     };
     let backend = match connect_with(config).await {
         Ok(b) => b,
@@ -386,14 +392,18 @@ fn batch_file(path: &std::path::Path) -> Result<Vec<NewRequest>, String> {
     let mut requests = Vec::new();
     for (key, value) in &table {
         if key != "requests" {
-            return Err(format!("{shown}: unknown key `{key}` (expected [[requests]])"));
+            return Err(format!(
+                "{shown}: unknown key `{key}` (expected [[requests]])"
+            ));
         }
-        let list = value
-            .as_array()
-            .ok_or_else(|| format!("{shown}: `requests` must be an array of tables ([[requests]])"))?;
+        let list = value.as_array().ok_or_else(|| {
+            format!("{shown}: `requests` must be an array of tables ([[requests]])")
+        })?;
         for (i, item) in list.iter().enumerate() {
             let at = format!("{shown}: requests[{i}]");
-            let t = item.as_table().ok_or_else(|| format!("{at}: expected a table"))?;
+            let t = item
+                .as_table()
+                .ok_or_else(|| format!("{at}: expected a table"))?;
             let mut request = NewRequest {
                 uris: Vec::new(),
                 strategy: LandStrategy::Unset,
@@ -414,7 +424,11 @@ fn batch_file(path: &std::path::Path) -> Result<Vec<NewRequest>, String> {
                             format!("{at}.strategy: {name:?} is not one of default, rebase, squash-rebase, merge, promote")
                         })?;
                     }
-                    other => return Err(format!("{at}.{other}: unknown key (expected uris, strategy)")),
+                    other => {
+                        return Err(format!(
+                            "{at}.{other}: unknown key (expected uris, strategy)"
+                        ))
+                    }
                 }
             }
             requests.push(request);
@@ -461,7 +475,11 @@ async fn status(id: &str, format: StatusFormat, redis: Redis) -> ExitCode {
     for r in &batch.contains {
         match store.request(r).await {
             Ok(Some(r)) => requests.push(r),
-            Ok(None) => return fail(format!("batch {id} names request {r:?}, which does not exist")),
+            Ok(None) => {
+                return fail(format!(
+                    "batch {id} names request {r:?}, which does not exist"
+                ))
+            }
             Err(e) => return fail(e.to_string()),
         }
     }
@@ -474,11 +492,18 @@ async fn status(id: &str, format: StatusFormat, redis: Redis) -> ExitCode {
             }
         }
         StatusFormat::Human => {
-            let state = batch.state().as_str_name().trim_start_matches("BATCH_STATE_");
+            let state = batch
+                .state()
+                .as_str_name()
+                .trim_start_matches("BATCH_STATE_");
             println!("{}  {state}  {}", batch.id, batch.failure_reason);
             for r in &requests {
                 let state = r.state().as_str_name().trim_start_matches("REQUEST_STATE_");
-                let detail = if r.revisions.is_empty() { r.error.clone() } else { r.revisions.join(" ") };
+                let detail = if r.revisions.is_empty() {
+                    r.error.clone()
+                } else {
+                    r.revisions.join(" ")
+                };
                 println!("  {:<16} {:<9} {detail}", r.id, state);
             }
         }

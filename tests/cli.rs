@@ -30,10 +30,7 @@ fn the_demo_lands_real_commits_on_its_own_redis_server() {
             "FAILED     step payments/3: refs/heads/ledger-rewrite at ",
         ),
         ("payments/batch/3", "SUCCEEDED"),
-        (
-            "search/batch/1",
-            "FAILED     dead-lettered: cannot reach ",
-        ),
+        ("search/batch/1", "FAILED     dead-lettered: cannot reach "),
         ("search/batch/2", "SUCCEEDED"),
         ("infra/batch/1", "SUCCEEDED"),
     ] {
@@ -44,7 +41,10 @@ fn the_demo_lands_real_commits_on_its_own_redis_server() {
             "{batch} {line}\n{stdout}"
         );
     }
-    assert!(stdout.contains("conflicts with main in src/ledger.txt"), "{stdout}");
+    assert!(
+        stdout.contains("conflicts with main in src/ledger.txt"),
+        "{stdout}"
+    );
     let landed: Vec<&str> = stdout
         .lines()
         .filter(|l| l.split_whitespace().nth(1) == Some("LANDED"))
@@ -53,8 +53,13 @@ fn the_demo_lands_real_commits_on_its_own_redis_server() {
     // Real revisions: 12-hex prefixes, two for the two picked commits of payments/1.
     let payments_1: Vec<&str> = landed[0].split_whitespace().skip(2).collect();
     assert_eq!(payments_1.len(), 2, "{stdout}");
-    assert!(payments_1.iter().all(|r| r.len() == 12 && r.bytes().all(|b| b.is_ascii_hexdigit())));
-    assert!(stdout.contains("payments/5     LANDED   (already on main"), "{stdout}");
+    assert!(payments_1
+        .iter()
+        .all(|r| r.len() == 12 && r.bytes().all(|b| b.is_ascii_hexdigit())));
+    assert!(
+        stdout.contains("payments/5     LANDED   (already on main"),
+        "{stdout}"
+    );
     // Each target's history, with the landed commits on top.
     for graph in [
         "squash: payments/2 (fee-table)",
@@ -97,7 +102,10 @@ fn usage_errors_exit_2() {
     for (args, says) in [
         (&["frobnicate"][..], "unrecognized subcommand 'frobnicate'"),
         (&["run"], "required arguments were not provided"),
-        (&["run", "sideways"], "[possible values: merge, mergesignal, runway,"),
+        (
+            &["run", "sideways"],
+            "[possible values: merge, mergesignal, runway,",
+        ),
         (&["dlq"], "Usage: keyway dlq <COMMAND>"),
     ] {
         let out = keyway(args);
@@ -221,17 +229,22 @@ fn the_example_config_matches_the_contract_and_the_stages() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("0 error(s), 0 warning(s)"), "{stdout}");
     // ... and the stages run with it.
-    let config = keyway::stages::app::load_config(
-        &std::path::Path::new(root).join("keyway.toml"),
-        None,
-    )
-    .unwrap();
+    let config =
+        keyway::stages::app::load_config(&std::path::Path::new(root).join("keyway.toml"), None)
+            .unwrap();
     let runway = &config.subscriptions["runway"];
     assert_eq!(runway.topic, "runway-merge");
-    assert_eq!(runway.visibility_timeout, std::time::Duration::from_secs(300));
+    assert_eq!(
+        runway.visibility_timeout,
+        std::time::Duration::from_secs(300)
+    );
 }
 
 #[test]
@@ -260,7 +273,10 @@ fn a_missing_import_says_which_proto_path_would_find_it() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let stderr = run(&["contract", "check"]);
-    assert!(stderr.contains("import 'acme/common/money.proto' not found"), "{stderr}");
+    assert!(
+        stderr.contains("import 'acme/common/money.proto' not found"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("help: no -I/--proto-path was given, so only the current directory was searched; `-I api` would find 'acme/common/money.proto'"),
         "{stderr}"
@@ -307,7 +323,8 @@ fn a_config_file_missing_a_stage_topic_names_the_key() {
 fn the_runway_role_needs_its_merger_configured() {
     let dir = std::env::temp_dir().join(format!("keyway-cli-runway-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/keyway.toml")).unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/keyway.toml")).unwrap();
     let run = |extra: &str| {
         let path = dir.join("keyway.toml");
         std::fs::write(&path, format!("{example}\n{extra}")).unwrap();
@@ -327,7 +344,9 @@ fn the_runway_role_needs_its_merger_configured() {
     );
     let stderr = run("[runway]\nmirror_dir = \"/tmp\"\n[runway.queues.pay]\nrepository = \"/r\"\nbranch = \"main\"\nmax_landing_attempts = 5000\n");
     assert!(
-        stderr.contains("config key runway.queues.pay.max_landing_attempts: 5000 is out of range (1..=1000)"),
+        stderr.contains(
+            "config key runway.queues.pay.max_landing_attempts: 5000 is out of range (1..=1000)"
+        ),
         "{stderr}"
     );
     // With the merger configured it gets as far as connecting.

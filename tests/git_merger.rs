@@ -178,7 +178,10 @@ async fn rebase_picks_every_commit_onto_the_tip_in_order() {
     let uri = r.change(
         "feature",
         "main",
-        &[("src/new.txt", "new\n"), ("src/lib.txt", "one\ntwo\nthree\nfour\n")],
+        &[
+            ("src/new.txt", "new\n"),
+            ("src/lib.txt", "one\ntwo\nthree\nfour\n"),
+        ],
     );
     // The target moves on after the change branched off.
     r.write("docs/guide.txt", "guide v2\n");
@@ -189,15 +192,21 @@ async fn rebase_picks_every_commit_onto_the_tip_in_order() {
 
     let m = merger(r.queue(Strategy::Rebase)).await;
     let out = outputs(
-        m.merge(&request(vec![step("q/1", Strategy::Default, &[&uri])]), true)
-            .await
-            .unwrap(),
+        m.merge(
+            &request(vec![step("q/1", Strategy::Default, &[&uri])]),
+            true,
+        )
+        .await
+        .unwrap(),
     );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].len(), 2, "one new commit per picked commit");
     assert_eq!(r.tip(), out[0][1]);
     let first = describe(&r, &out[0][0]);
-    assert_eq!(first[0], "Ada Author <ada@example.com>", "the author is kept");
+    assert_eq!(
+        first[0], "Ada Author <ada@example.com>",
+        "the author is kept"
+    );
     assert_eq!(first[1], "Keyway Runway <runway@keyway.invalid>");
     assert_eq!(first[2], "feature: commit 1");
     assert_eq!(first[3], moved, "picked onto the moved tip: linear history");
@@ -241,9 +250,12 @@ async fn a_stack_applies_in_order_each_on_top_of_the_last() {
     let top = r.change("top", &bottom_sha, &[("stack.txt", "1\n2\n")]);
     let m = merger(r.queue(Strategy::Rebase)).await;
     let out = outputs(
-        m.merge(&request(vec![step("q/1", Strategy::Rebase, &[&bottom, &top])]), true)
-            .await
-            .unwrap(),
+        m.merge(
+            &request(vec![step("q/1", Strategy::Rebase, &[&bottom, &top])]),
+            true,
+        )
+        .await
+        .unwrap(),
     );
     assert_eq!(out[0].len(), 2, "the top's range starts above the bottom");
     assert_eq!(r.show("main", "stack.txt"), "1\n2");
@@ -252,12 +264,19 @@ async fn a_stack_applies_in_order_each_on_top_of_the_last() {
 #[tokio::test]
 async fn squash_rebase_writes_one_commit_per_change() {
     let r = Repos::new("squash");
-    let uri = r.change("feature", "main", &[("x.txt", "x\n"), ("y.txt", "y\n"), ("x.txt", "x2\n")]);
+    let uri = r.change(
+        "feature",
+        "main",
+        &[("x.txt", "x\n"), ("y.txt", "y\n"), ("x.txt", "x2\n")],
+    );
     let m = merger(r.queue(Strategy::Rebase)).await;
     let out = outputs(
-        m.merge(&request(vec![step("q/7", Strategy::SquashRebase, &[&uri])]), true)
-            .await
-            .unwrap(),
+        m.merge(
+            &request(vec![step("q/7", Strategy::SquashRebase, &[&uri])]),
+            true,
+        )
+        .await
+        .unwrap(),
     );
     assert_eq!(out[0].len(), 1);
     let d = describe(&r, &out[0][0]);
@@ -278,7 +297,10 @@ async fn merge_writes_a_merge_commit_unless_already_merged() {
     assert_eq!(out[0].len(), 1);
     let parents = describe(&r, &out[0][0])[3].clone();
     assert_eq!(parents.split(' ').nth(1), Some(sha.as_str()));
-    assert_eq!(outputs(m.merge(&req, true).await.unwrap()), vec![Vec::<String>::new()]);
+    assert_eq!(
+        outputs(m.merge(&req, true).await.unwrap()),
+        vec![Vec::<String>::new()]
+    );
 }
 
 #[tokio::test]
@@ -288,19 +310,31 @@ async fn promote_fast_forwards_or_conflicts() {
     let sha = uri.rsplit('/').next().unwrap().to_owned();
     let m = merger(r.queue(Strategy::Rebase)).await;
     let req = request(vec![step("q/1", Strategy::Promote, &[&uri])]);
-    assert_eq!(outputs(m.merge(&req, true).await.unwrap()), vec![vec![sha.clone()]]);
+    assert_eq!(
+        outputs(m.merge(&req, true).await.unwrap()),
+        vec![vec![sha.clone()]]
+    );
     assert_eq!(r.tip(), sha);
     // Already there: success with the same sha.
-    assert_eq!(outputs(m.merge(&req, true).await.unwrap()), vec![vec![sha.clone()]]);
+    assert_eq!(
+        outputs(m.merge(&req, true).await.unwrap()),
+        vec![vec![sha.clone()]]
+    );
     // Diverged: not a fast-forward.
     let old = git_in(&r.work, &["rev-parse", "main~1"]);
     let diverged = r.change("hotfix", &old, &[("h.txt", "h\n")]);
     let (reason, step) = failure(
-        m.merge(&request(vec![step("q/2", Strategy::Promote, &[&diverged])]), true)
-            .await
-            .unwrap(),
+        m.merge(
+            &request(vec![step("q/2", Strategy::Promote, &[&diverged])]),
+            true,
+        )
+        .await
+        .unwrap(),
     );
-    assert!(reason.contains("step q/2: cannot promote refs/heads/hotfix"), "{reason}");
+    assert!(
+        reason.contains("step q/2: cannot promote refs/heads/hotfix"),
+        "{reason}"
+    );
     assert!(reason.contains("not a fast-forward of main"), "{reason}");
     assert_eq!(step.unwrap().0, 0);
     assert_eq!(r.tip(), sha);
@@ -309,7 +343,11 @@ async fn promote_fast_forwards_or_conflicts() {
 #[tokio::test]
 async fn a_conflict_names_the_step_the_change_and_the_paths() {
     let r = Repos::new("conflict");
-    let uri = r.change("feature", "main", &[("src/lib.txt", "ONE\ntwo\nthree\n"), ("README", "hi\n")]);
+    let uri = r.change(
+        "feature",
+        "main",
+        &[("src/lib.txt", "ONE\ntwo\nthree\n"), ("README", "hi\n")],
+    );
     r.write("src/lib.txt", "uno\ntwo\nthree\n");
     r.write("README", "hey\n");
     r.commit("conflicting edit");
@@ -320,7 +358,11 @@ async fn a_conflict_names_the_step_the_change_and_the_paths() {
         let (reason, step) = failure(
             m.merge(
                 &request(vec![
-                    step("q/0", Strategy::Rebase, &[&r.change("clean", "main", &[("c.txt", "c\n")])]),
+                    step(
+                        "q/0",
+                        Strategy::Rebase,
+                        &[&r.change("clean", "main", &[("c.txt", "c\n")])],
+                    ),
                     step("q/1", strategy, &[&uri]),
                 ]),
                 true,
@@ -328,11 +370,21 @@ async fn a_conflict_names_the_step_the_change_and_the_paths() {
             .await
             .unwrap(),
         );
-        assert!(reason.starts_with("step q/1: refs/heads/feature at "), "{strategy:?}: {reason}");
-        assert!(reason.contains(" conflicts with main in "), "{strategy:?}: {reason}");
+        assert!(
+            reason.starts_with("step q/1: refs/heads/feature at "),
+            "{strategy:?}: {reason}"
+        );
+        assert!(
+            reason.contains(" conflicts with main in "),
+            "{strategy:?}: {reason}"
+        );
         assert!(reason.contains("src/lib.txt"), "{strategy:?}: {reason}");
         assert_eq!(step.unwrap().0, 1);
-        assert_eq!(r.tip(), tip, "{strategy:?}: nothing lands from a failed batch");
+        assert_eq!(
+            r.tip(),
+            tip,
+            "{strategy:?}: nothing lands from a failed batch"
+        );
     }
 }
 
@@ -343,7 +395,10 @@ async fn a_dry_run_computes_and_pushes_nothing() {
     let tip = r.tip();
     let m = merger(r.queue(Strategy::Rebase)).await;
     let req = request(vec![step("q/1", Strategy::Rebase, &[&uri])]);
-    assert_eq!(outputs(m.merge(&req, false).await.unwrap()), vec![Vec::<String>::new()]);
+    assert_eq!(
+        outputs(m.merge(&req, false).await.unwrap()),
+        vec![Vec::<String>::new()]
+    );
     assert_eq!(r.tip(), tip);
     // A dry run still finds conflicts.
     r.write("d.txt", "other\n");
@@ -359,7 +414,10 @@ async fn invalid_requests_are_answered_with_the_rule_they_break() {
     let uri = r.change("feature", "main", &[("i.txt", "i\n")]);
     let second = r.change("second", "main", &[("j.txt", "j\n")]);
     let missing = ChangeUri::file(&r.origin, "refs/heads/gone", &"ab".repeat(20));
-    let git_uri = format!("git://git.example.com/pay/refs%2Fheads%2Fx/{}", "cd".repeat(20));
+    let git_uri = format!(
+        "git://git.example.com/pay/refs%2Fheads%2Fx/{}",
+        "cd".repeat(20)
+    );
     git_in(&r.work, &["checkout", "-q", "--orphan", "island"]);
     git_in(&r.work, &["rm", "-rq", "--cached", "."]);
     for tracked in ["src", "docs"] {
@@ -381,14 +439,23 @@ async fn invalid_requests_are_answered_with_the_rule_they_break() {
     for (steps, says) in [
         (vec![], "invalid request: no steps"),
         (vec![no_change], "step q/1: invalid request: no change"),
-        (vec![step("q/1", Strategy::Rebase, &[])], "step q/1: invalid request: the change has no URIs"),
-        (vec![bad_strategy], "step q/1: invalid request: unknown strategy 42"),
+        (
+            vec![step("q/1", Strategy::Rebase, &[])],
+            "step q/1: invalid request: the change has no URIs",
+        ),
+        (
+            vec![bad_strategy],
+            "step q/1: invalid request: unknown strategy 42",
+        ),
         (
             vec![step("q/1", Strategy::Rebase, &["https://h/r/x/y"])],
             "step q/1: invalid request: change URI https://h/r/x/y: unsupported scheme",
         ),
         (
-            vec![step("q/1", Strategy::Rebase, &[&uri]), step("q/2", Strategy::Rebase, &[&git_uri])],
+            vec![
+                step("q/1", Strategy::Rebase, &[&uri]),
+                step("q/2", Strategy::Rebase, &[&git_uri]),
+            ],
             "step q/2: invalid request: git://git.example.com/pay/",
         ),
         (
@@ -396,7 +463,10 @@ async fn invalid_requests_are_answered_with_the_rule_they_break() {
             "step q/1: invalid request: PROMOTE needs a request of exactly one step with one URI",
         ),
         (
-            vec![step("q/1", Strategy::Rebase, &[&uri]), step("q/2", Strategy::Promote, &[&second])],
+            vec![
+                step("q/1", Strategy::Rebase, &[&uri]),
+                step("q/2", Strategy::Promote, &[&second]),
+            ],
             "step q/2: invalid request: PROMOTE needs",
         ),
         (
@@ -418,13 +488,19 @@ async fn invalid_requests_are_answered_with_the_rule_they_break() {
     let mut other_queue = request(vec![step("q/1", Strategy::Rebase, &[&uri])]);
     other_queue.queue_name = "elsewhere".into();
     let (reason, _) = failure(m.merge(&other_queue, true).await.unwrap());
-    assert!(reason.contains("queue \"elsewhere\" has no target repository configured"), "{reason}");
+    assert!(
+        reason.contains("queue \"elsewhere\" has no target repository configured"),
+        "{reason}"
+    );
     assert_eq!(r.tip(), tip, "no invalid request lands anything");
     // Unrelated histories are fine for MERGE.
     let out = outputs(
-        m.merge(&request(vec![step("q/1", Strategy::Merge, &[&island])]), true)
-            .await
-            .unwrap(),
+        m.merge(
+            &request(vec![step("q/1", Strategy::Merge, &[&island])]),
+            true,
+        )
+        .await
+        .unwrap(),
     );
     assert_eq!(out[0].len(), 1);
     assert_eq!(r.show("main", "island.txt"), "alone");
@@ -446,7 +522,10 @@ async fn an_unreachable_remote_is_a_retryable_error() {
     let m = merger(r.queue(Strategy::Rebase)).await;
     let gone = ChangeUri::file(&r.root.join("gone.git"), "refs/heads/x", &"ef".repeat(20));
     let e = m
-        .merge(&request(vec![step("q/1", Strategy::Rebase, &[&gone])]), true)
+        .merge(
+            &request(vec![step("q/1", Strategy::Rebase, &[&gone])]),
+            true,
+        )
         .await
         .unwrap_err();
     assert!(e.0.contains("cannot reach"), "{e}");
@@ -465,7 +544,10 @@ async fn a_stale_change_is_refused_when_asked() {
             .await
             .unwrap(),
     );
-    assert!(reason.contains("stale change: refs/heads/feature is now at"), "{reason}");
+    assert!(
+        reason.contains("stale change: refs/heads/feature is now at"),
+        "{reason}"
+    );
 }
 
 async fn land(m: &GitMerger, uri: &str, i: usize) -> Vec<Vec<String>> {
@@ -507,7 +589,10 @@ async fn two_mergers_on_one_branch_land_every_change_exactly_once() {
     let history = git_in(&r.origin, &["rev-list", "--parents", &range]);
     let lines: Vec<&str> = history.lines().collect();
     assert_eq!(lines.len(), 2 * n, "nothing landed twice");
-    assert!(lines.iter().all(|l| l.split(' ').count() == 2), "linear history");
+    assert!(
+        lines.iter().all(|l| l.split(' ').count() == 2),
+        "linear history"
+    );
     for i in 0..2 * n {
         assert_eq!(r.show("main", &format!("f{i}.txt")), "x");
     }
@@ -542,7 +627,14 @@ async fn an_outside_push_between_compute_and_push_is_recomputed_on() {
     let warm = r.change("warm", "main", &[("w.txt", "w\n")]);
     let uri = r.change("feature", "main", &[("o.txt", "o\n")]);
     let m = merger(r.queue(Strategy::Rebase)).await;
-    outputs(m.merge(&request(vec![step("q/0", Strategy::Rebase, &[&warm])]), true).await.unwrap());
+    outputs(
+        m.merge(
+            &request(vec![step("q/0", Strategy::Rebase, &[&warm])]),
+            true,
+        )
+        .await
+        .unwrap(),
+    );
     interfere(&r, &r.root.join("mirrors"), 1);
     let out = outputs(
         m.merge(&request(vec![step("q/1", Strategy::Rebase, &[&uri])]), true)
@@ -551,7 +643,11 @@ async fn an_outside_push_between_compute_and_push_is_recomputed_on() {
     );
     assert_eq!(r.tip(), out[0][0]);
     let parent = describe(&r, &out[0][0])[3].clone();
-    assert_eq!(describe(&r, &parent)[2], "outside-0", "landed on top of the outside push");
+    assert_eq!(
+        describe(&r, &parent)[2],
+        "outside-0",
+        "landed on top of the outside push"
+    );
     assert_eq!(r.show("main", "outside-0.txt"), "0");
     assert_eq!(r.show("main", "o.txt"), "o");
 
@@ -562,8 +658,14 @@ async fn an_outside_push_between_compute_and_push_is_recomputed_on() {
     interfere(&r, &r.root.join("mirrors"), 100);
     let again = r.change("again", "main", &[("g.txt", "g\n")]);
     let e = m
-        .merge(&request(vec![step("q/2", Strategy::Rebase, &[&again])]), true)
+        .merge(
+            &request(vec![step("q/2", Strategy::Rebase, &[&again])]),
+            true,
+        )
         .await
         .unwrap_err();
-    assert!(e.0.starts_with("exceeded 3 landing attempts due to contention"), "{e}");
+    assert!(
+        e.0.starts_with("exceeded 3 landing attempts due to contention"),
+        "{e}"
+    );
 }

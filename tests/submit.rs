@@ -19,7 +19,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "sam@example.com")
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -47,7 +51,10 @@ fn setup(name: &str) -> (Setup, String) {
     git(&root, &["init", "-q", "-b", "main", "work"]);
     let work = root.join("work");
     let origin = root.join("origin.git");
-    git(&work, &["remote", "add", "origin", origin.to_str().unwrap()]);
+    git(
+        &work,
+        &["remote", "add", "origin", origin.to_str().unwrap()],
+    );
     std::fs::write(work.join("a.txt"), "a\n").unwrap();
     git(&work, &["add", "-A"]);
     git(&work, &["commit", "-qm", "a"]);
@@ -60,7 +67,8 @@ fn setup(name: &str) -> (Setup, String) {
     let sha = git(&work, &["rev-parse", "HEAD"]);
     let uri = ChangeUri::file(&origin, "refs/heads/feature", &sha);
 
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/keyway.toml")).unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/keyway.toml")).unwrap();
     let config = root.join("keyway.toml");
     std::fs::write(
         &config,
@@ -110,14 +118,22 @@ fn a_submitted_batch_lands_and_its_status_says_so() {
     let (s, uri) = setup("lands");
     let mut loop_ = run_all(&s);
     let out = keyway(&s, &["submit", "--queue", "pay", &uri]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let batch = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_eq!(batch, "pay/batch/1");
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         let out = keyway(&s, &["status", &batch, "--format", "json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if text.contains("\"BATCH_STATE_SUCCEEDED\"") && text.contains("\"REQUEST_STATE_LANDED\"") {
             break text;
@@ -130,22 +146,45 @@ fn a_submitted_batch_lands_and_its_status_says_so() {
     let _ = loop_.wait();
     // The revision the status names is the target's new tip: a squash of the change.
     let tip = git(&s.origin, &["rev-parse", "main"]);
-    assert!(status.contains(&format!("\"revisions\":[\"{tip}\"]")), "{status}");
-    assert_eq!(git(&s.origin, &["log", "-1", "--format=%s|%an", "main"]), "squash: pay/1 (feature)|Sam Submitter");
+    assert!(
+        status.contains(&format!("\"revisions\":[\"{tip}\"]")),
+        "{status}"
+    );
+    assert_eq!(
+        git(&s.origin, &["log", "-1", "--format=%s|%an", "main"]),
+        "squash: pay/1 (feature)|Sam Submitter"
+    );
     let human = keyway(&s, &["status", &batch]);
     let human = String::from_utf8_lossy(&human.stdout);
     assert!(human.starts_with("pay/batch/1  SUCCEEDED"), "{human}");
-    assert!(human.contains(&format!("pay/1            LANDED    {tip}")), "{human}");
+    assert!(
+        human.contains(&format!("pay/1            LANDED    {tip}")),
+        "{human}"
+    );
 }
 
 #[test]
 fn bad_submissions_are_refused_before_anything_is_written() {
     let (s, uri) = setup("refused");
     for (args, says) in [
-        (vec!["submit", "--queue", "pay", "file:///x/main/abc"], "request 1, URI 1: file:///x/main/abc: "),
-        (vec!["submit", "--queue", "p/q", &uri], "queue \"p/q\": expected"),
         (
-            vec!["submit", "--queue", "pay", "--strategy", "promote", &uri, &uri],
+            vec!["submit", "--queue", "pay", "file:///x/main/abc"],
+            "request 1, URI 1: file:///x/main/abc: ",
+        ),
+        (
+            vec!["submit", "--queue", "p/q", &uri],
+            "queue \"p/q\": expected",
+        ),
+        (
+            vec![
+                "submit",
+                "--queue",
+                "pay",
+                "--strategy",
+                "promote",
+                &uri,
+                &uri,
+            ],
             "request 1: promote needs a batch of exactly one request with one URI",
         ),
     ] {
@@ -155,19 +194,39 @@ fn bad_submissions_are_refused_before_anything_is_written() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
     let file = s.root.join("batch.toml");
-    std::fs::write(&file, format!("[[requests]]\nuris = [\"{uri}\"]\nstrategy = \"sideways\"\n")).unwrap();
-    let out = keyway(&s, &["submit", "--queue", "pay", "--file", file.to_str().unwrap()]);
+    std::fs::write(
+        &file,
+        format!("[[requests]]\nuris = [\"{uri}\"]\nstrategy = \"sideways\"\n"),
+    )
+    .unwrap();
+    let out = keyway(
+        &s,
+        &["submit", "--queue", "pay", "--file", file.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("requests[0].strategy: \"sideways\" is not one of"), "{stderr}");
+    assert!(
+        stderr.contains("requests[0].strategy: \"sideways\" is not one of"),
+        "{stderr}"
+    );
     // Nothing was written: the first real batch is still number 1.
     std::fs::write(&file, format!("[[requests]]\nuris = [\"{uri}\"]\nstrategy = \"merge\"\n\n[[requests]]\nuris = [\"{uri}\"]\n")).unwrap();
-    let out = keyway(&s, &["submit", "--queue", "pay", "--file", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = keyway(
+        &s,
+        &["submit", "--queue", "pay", "--file", file.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pay/batch/1");
     let status = keyway(&s, &["status", "pay/batch/1"]);
     let status = String::from_utf8_lossy(&status.stdout);
-    assert!(status.contains("pay/1 ") && status.contains("pay/2 "), "{status}");
+    assert!(
+        status.contains("pay/1 ") && status.contains("pay/2 "),
+        "{status}"
+    );
     let out = keyway(&s, &["status", "pay/batch/9"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no batch \"pay/batch/9\""));

@@ -9,7 +9,10 @@ use std::path::Path;
 
 #[test]
 fn topics_accept_only_their_bound_message() {
-    let fixtures = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/topics"));
+    let fixtures = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/topics"
+    ));
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-bindings");
     keyway_codegen::Builder::new()
         .out_dir(&out)

@@ -46,7 +46,10 @@ fn build(root: &Path) -> Result<Scenario, String> {
         "payments",
         &[
             ("README.md", "# payments\n"),
-            ("src/ledger.txt", "balance = credits - debits\nround = none\n"),
+            (
+                "src/ledger.txt",
+                "balance = credits - debits\nround = none\n",
+            ),
             ("src/fees.txt", "card = 2.9%\n"),
         ],
     )?;
@@ -54,8 +57,16 @@ fn build(root: &Path) -> Result<Scenario, String> {
         "ledger-rounding",
         "main",
         &[
-            ("src/ledger.txt", "balance = credits - debits\nround = half-even\n", "Round balances half to even"),
-            ("tests/ledger.txt", "half-even: 2.5 -> 2\n", "Test the rounding"),
+            (
+                "src/ledger.txt",
+                "balance = credits - debits\nround = half-even\n",
+                "Round balances half to even",
+            ),
+            (
+                "tests/ledger.txt",
+                "half-even: 2.5 -> 2\n",
+                "Test the rounding",
+            ),
         ],
     )?;
     let fees = payments.change(
@@ -63,14 +74,22 @@ fn build(root: &Path) -> Result<Scenario, String> {
         "main",
         &[
             ("src/fees.txt", "card = 2.9%\nwire = 0.5%\n", "Wire fees"),
-            ("src/fees.txt", "card = 2.9%\nwire = 0.5%\nach = 0.8%\n", "ACH fees"),
+            (
+                "src/fees.txt",
+                "card = 2.9%\nwire = 0.5%\nach = 0.8%\n",
+                "ACH fees",
+            ),
             ("docs/fees.md", "# Fees\n", "Document fees"),
         ],
     )?;
     let rewrite = payments.change(
         "ledger-rewrite",
         "main",
-        &[("src/ledger.txt", "balance = sum(entries)\nround = bankers\n", "Rewrite the ledger")],
+        &[(
+            "src/ledger.txt",
+            "balance = sum(entries)\nround = bankers\n",
+            "Rewrite the ledger",
+        )],
     )?;
     let audit = payments.change(
         "audit-log",
@@ -81,11 +100,19 @@ fn build(root: &Path) -> Result<Scenario, String> {
     let retention = payments.change(
         "audit-retention",
         &audit_sha,
-        &[("src/audit.txt", "log every entry\nkeep 7 years\n", "Keep audit entries 7 years")],
+        &[(
+            "src/audit.txt",
+            "log every entry\nkeep 7 years\n",
+            "Keep audit entries 7 years",
+        )],
     )?;
     let landed = ChangeUri::file(&payments.bare, "refs/heads/main", &payments.rev("main~1")?);
     // Someone lands on main after the branches were cut: every change is behind the tip.
-    payments.push_to_main(&[("README.md", "# payments\n\nOwned by the ledger team.\n", "Name the owners")])?;
+    payments.push_to_main(&[(
+        "README.md",
+        "# payments\n\nOwned by the ledger team.\n",
+        "Name the owners",
+    )])?;
 
     let search = DemoRepo::create(
         root,
@@ -178,7 +205,8 @@ pub async fn run(backend: &RedisBackend, out: &mut impl std::io::Write) -> Resul
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    let root = Scratch(std::env::temp_dir().join(format!("keyway-demo-{}-{nanos}", std::process::id())));
+    let root =
+        Scratch(std::env::temp_dir().join(format!("keyway-demo-{}-{nanos}", std::process::id())));
     std::fs::create_dir_all(&root.0).map_err(|e| format!("{}: {e}", root.0.display()))?;
     let dir = root.0.clone();
     let scenario = tokio::task::spawn_blocking(move || build(&dir))
@@ -232,7 +260,11 @@ pub async fn run(backend: &RedisBackend, out: &mut impl std::io::Write) -> Resul
     let settled = loop {
         let mut done = true;
         for b in &batches {
-            let batch = store.batch(&b.id).await.map_err(|e| e.to_string())?.unwrap_or_default();
+            let batch = store
+                .batch(&b.id)
+                .await
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
             done &= is_terminal(batch.state()) && members_settled(&store, &batch).await?;
         }
         if done {
@@ -259,7 +291,11 @@ pub async fn run(backend: &RedisBackend, out: &mut impl std::io::Write) -> Resul
     w(format!("\n{:<18} {:<10} FAILURE", "BATCH", "STATE"));
     let mut rows = Vec::new();
     for (planned, b) in scenario.batches.iter().zip(&batches) {
-        let batch = store.batch(&b.id).await.map_err(|e| e.to_string())?.unwrap_or_default();
+        let batch = store
+            .batch(&b.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
         w(format!(
             "{:<18} {:<10} {}",
             batch.id,
@@ -274,13 +310,24 @@ pub async fn run(backend: &RedisBackend, out: &mut impl std::io::Write) -> Resul
                 ..Request::default()
             }));
         }
-        summary.count(planned.fails.is_some(), judge(planned.fails.is_some(), &batch, &requests));
+        summary.count(
+            planned.fails.is_some(),
+            judge(planned.fails.is_some(), &batch, &requests),
+        );
         rows.extend(requests);
     }
-    w(format!("\n{:<14} {:<8} LANDED REVISIONS / ERROR", "REQUEST", "STATE"));
+    w(format!(
+        "\n{:<14} {:<8} LANDED REVISIONS / ERROR",
+        "REQUEST", "STATE"
+    ));
     for r in &rows {
         let detail = match (r.revisions.is_empty(), r.state()) {
-            (false, _) => r.revisions.iter().map(|s| &s[..s.len().min(12)]).collect::<Vec<_>>().join(" "),
+            (false, _) => r
+                .revisions
+                .iter()
+                .map(|s| &s[..s.len().min(12)])
+                .collect::<Vec<_>>()
+                .join(" "),
             (true, RequestState::Landed) => "(already on main: nothing new to land)".into(),
             (true, _) => r.error.clone(),
         };
@@ -298,7 +345,10 @@ pub async fn run(backend: &RedisBackend, out: &mut impl std::io::Write) -> Resul
     if !settled {
         Err("not every batch settled within 60 s".into())
     } else if !summary.unexpected.is_empty() {
-        Err(format!("unexpected outcomes: {}", summary.unexpected.join("; ")))
+        Err(format!(
+            "unexpected outcomes: {}",
+            summary.unexpected.join("; ")
+        ))
     } else {
         Ok(())
     }
@@ -306,7 +356,11 @@ pub async fn run(backend: &RedisBackend, out: &mut impl std::io::Write) -> Resul
 
 async fn members_settled(store: &Store, batch: &Batch) -> Result<bool, String> {
     for id in &batch.contains {
-        let r = store.request(id).await.map_err(|e| e.to_string())?.unwrap_or_default();
+        let r = store
+            .request(id)
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
         if r.state() == RequestState::Queued {
             return Ok(false);
         }
@@ -414,7 +468,10 @@ mod tests {
         assert_eq!(judge(true, &batch(BatchState::Succeeded), &landed).len(), 2);
         // A request still queued under a terminal batch is wrong either way.
         let queued = [request(RequestState::Queued)];
-        assert_eq!(judge(false, &batch(BatchState::Succeeded), &queued).len(), 1);
+        assert_eq!(
+            judge(false, &batch(BatchState::Succeeded), &queued).len(),
+            1
+        );
     }
 
     #[test]
@@ -426,7 +483,10 @@ mod tests {
         s.count(false, vec![]);
         s.count(true, vec![]);
         s.count(false, vec!["x".into()]);
-        assert_eq!(s.line(), "3 batches: 1 succeeded, 1 failed as seeded; 1 unexpected");
+        assert_eq!(
+            s.line(),
+            "3 batches: 1 succeeded, 1 failed as seeded; 1 unexpected"
+        );
         assert_eq!(s.unexpected, ["x"]);
     }
 }

@@ -40,12 +40,32 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
 
 impl DemoRepo {
     /// `<root>/<name>.git` with `files` committed on `main`, one commit each.
-    pub(crate) fn create(root: &Path, name: &str, files: &[(&str, &str)]) -> Result<DemoRepo, String> {
+    pub(crate) fn create(
+        root: &Path,
+        name: &str,
+        files: &[(&str, &str)],
+    ) -> Result<DemoRepo, String> {
         let bare = root.join(format!("{name}.git"));
         let work = root.join(format!("{name}-work"));
-        git(root, &["init", "-q", "--bare", "-b", "main", &bare.display().to_string()])?;
-        git(root, &["init", "-q", "-b", "main", &work.display().to_string()])?;
-        git(&work, &["remote", "add", "origin", &bare.display().to_string()])?;
+        git(
+            root,
+            &[
+                "init",
+                "-q",
+                "--bare",
+                "-b",
+                "main",
+                &bare.display().to_string(),
+            ],
+        )?;
+        git(
+            root,
+            &["init", "-q", "-b", "main", &work.display().to_string()],
+        )?;
+        git(
+            &work,
+            &["remote", "add", "origin", &bare.display().to_string()],
+        )?;
         let repo = DemoRepo { bare, work };
         for (path, text) in files {
             repo.write(path, text)?;
@@ -85,7 +105,11 @@ impl DemoRepo {
         }
         git(&self.work, &["push", "-q", "-f", "origin", name])?;
         git(&self.work, &["checkout", "-q", "main"])?;
-        Ok(ChangeUri::file(&self.bare, &format!("refs/heads/{name}"), &sha))
+        Ok(ChangeUri::file(
+            &self.bare,
+            &format!("refs/heads/{name}"),
+            &sha,
+        ))
     }
 
     /// Land `commits` on `main` directly (someone else's push).
@@ -104,6 +128,9 @@ impl DemoRepo {
 
     /// `git log --oneline --graph` of the target's `main`.
     pub(crate) fn graph(&self) -> Result<String, String> {
-        git(&self.bare, &["log", "--oneline", "--graph", "--format=%h %s", "main"])
+        git(
+            &self.bare,
+            &["log", "--oneline", "--graph", "--format=%h %s", "main"],
+        )
     }
 }

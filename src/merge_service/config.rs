@@ -47,7 +47,11 @@ pub fn parse(table: &toml::Table) -> Result<MergerConfig, String> {
                 merger = Some(match string(&at, value)? {
                     "git" => "git",
                     "fake" => "fake",
-                    other => return Err(format!("{at}: expected \"git\" or \"fake\", found {other:?}")),
+                    other => {
+                        return Err(format!(
+                            "{at}: expected \"git\" or \"fake\", found {other:?}"
+                        ))
+                    }
                 })
             }
             "mirror_dir" => mirror_dir = Some(PathBuf::from(string(&at, value)?)),
@@ -59,7 +63,11 @@ pub fn parse(table: &toml::Table) -> Result<MergerConfig, String> {
                         .ok_or_else(|| format!("{at}: expected a table of queues"))?,
                 )
             }
-            _ => return Err(format!("{at}: unknown key (expected merger, mirror_dir, committer, queues)")),
+            _ => {
+                return Err(format!(
+                    "{at}: unknown key (expected merger, mirror_dir, committer, queues)"
+                ))
+            }
         }
     }
     if merger == Some("fake") {
@@ -74,7 +82,10 @@ pub fn parse(table: &toml::Table) -> Result<MergerConfig, String> {
         let t = value
             .as_table()
             .ok_or_else(|| format!("{at}: expected a table"))?;
-        queues.insert(name.clone(), queue(&at, t, mirror_dir.as_ref(), &committer)?);
+        queues.insert(
+            name.clone(),
+            queue(&at, t, mirror_dir.as_ref(), &committer)?,
+        );
     }
     Ok(MergerConfig::Git(queues))
 }
@@ -184,40 +195,71 @@ mod tests {
             "[runway]\nmirror_dir = \"/m\"\n[runway.queues.pay]\nrepository = \"/srv/pay.git\"\nbranch = \"refs/heads/main\"\n",
         )
         .unwrap();
-        let MergerConfig::Git(queues) = c else { panic!("{c:?}") };
+        let MergerConfig::Git(queues) = c else {
+            panic!("{c:?}")
+        };
         let q = &queues["pay"];
         assert_eq!(q.branch, "main");
         assert_eq!(q.default_strategy, Strategy::Rebase);
         assert_eq!(q.max_landing_attempts, 10);
-        assert_eq!(q.committer.to_string(), "Keyway Runway <runway@keyway.invalid>");
+        assert_eq!(
+            q.committer.to_string(),
+            "Keyway Runway <runway@keyway.invalid>"
+        );
         assert_eq!(q.mirror_dir, PathBuf::from("/m"));
         assert!(!q.stale_check);
     }
 
     #[test]
     fn the_fake_merger_is_chosen_by_name() {
-        assert_eq!(parse_text("[runway]\nmerger = \"fake\"\n").unwrap(), MergerConfig::Fake);
+        assert_eq!(
+            parse_text("[runway]\nmerger = \"fake\"\n").unwrap(),
+            MergerConfig::Fake
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
         let base = "[runway]\nmirror_dir = \"/m\"\n[runway.queues.pay]\nrepository = \"/r\"\nbranch = \"main\"\n";
         for (extra, says) in [
-            ("max_landing_attempts = 0", "runway.queues.pay.max_landing_attempts: 0 is out of range (1..=1000)"),
-            ("max_landing_attempts = 9223372036854775807", "out of range (1..=1000)"),
-            ("default_strategy = \"fast\"", "runway.queues.pay.default_strategy: expected \"rebase\""),
-            ("committer = \"nobody\"", "runway.queues.pay.committer: expected `Name <email>`"),
-            ("stale_check = 1", "runway.queues.pay.stale_check: expected true or false"),
+            (
+                "max_landing_attempts = 0",
+                "runway.queues.pay.max_landing_attempts: 0 is out of range (1..=1000)",
+            ),
+            (
+                "max_landing_attempts = 9223372036854775807",
+                "out of range (1..=1000)",
+            ),
+            (
+                "default_strategy = \"fast\"",
+                "runway.queues.pay.default_strategy: expected \"rebase\"",
+            ),
+            (
+                "committer = \"nobody\"",
+                "runway.queues.pay.committer: expected `Name <email>`",
+            ),
+            (
+                "stale_check = 1",
+                "runway.queues.pay.stale_check: expected true or false",
+            ),
             ("colour = \"red\"", "runway.queues.pay.colour: unknown key"),
         ] {
             let e = parse_text(&format!("{base}{extra}\n")).unwrap_err();
             assert!(e.contains(says), "{extra}: {e}");
         }
-        let e = parse_text("[runway]\n[runway.queues.pay]\nrepository = \"/r\"\nbranch = \"main\"\n").unwrap_err();
+        let e =
+            parse_text("[runway]\n[runway.queues.pay]\nrepository = \"/r\"\nbranch = \"main\"\n")
+                .unwrap_err();
         assert_eq!(e, "runway.queues.pay.mirror_dir is missing");
         let e = parse_text("[runway]\nmerger = \"git\"\n").unwrap_err();
-        assert!(e.starts_with("runway.queues: the git merger needs at least one queue"), "{e}");
+        assert!(
+            e.starts_with("runway.queues: the git merger needs at least one queue"),
+            "{e}"
+        );
         let e = parse_text("[runway]\nmerger = \"magic\"\n").unwrap_err();
-        assert!(e.contains("runway.merger: expected \"git\" or \"fake\""), "{e}");
+        assert!(
+            e.contains("runway.merger: expected \"git\" or \"fake\""),
+            "{e}"
+        );
     }
 }

@@ -171,8 +171,11 @@ impl Run {
         let text = String::from_utf8_lossy(&self.stderr);
         let lines = || text.lines().map(str::trim).filter(|l| !l.is_empty());
         let line = lines()
-            .find_map(|l| l.strip_prefix("fatal: ").or_else(|| l.strip_prefix("error: ")))
-            .or_else(|| lines().last())
+            .find_map(|l| {
+                l.strip_prefix("fatal: ")
+                    .or_else(|| l.strip_prefix("error: "))
+            })
+            .or_else(|| lines().next_back())
             .unwrap_or("no output");
         redact(line)
     }
@@ -215,14 +218,17 @@ fn command(dir: Option<&Path>) -> tokio::process::Command {
 
 /// The installed git's version, checked against [`MIN_GIT`].
 pub(super) async fn check_version() -> Result<String, String> {
-    let out = command(None)
-        .arg("--version")
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git: {e} (install git {}.{} or newer)", MIN_GIT.0, MIN_GIT.1))?;
+    let out = command(None).arg("--version").output().await.map_err(|e| {
+        format!(
+            "cannot run git: {e} (install git {}.{} or newer)",
+            MIN_GIT.0, MIN_GIT.1
+        )
+    })?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let version = text.strip_prefix("git version ").unwrap_or(&text);
-    let mut parts = version.split(['.', ' ']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut parts = version
+        .split(['.', ' '])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
     let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     if found < MIN_GIT {
         return Err(format!(
@@ -240,9 +246,8 @@ impl Repo {
             dir: dir.to_owned(),
         };
         if !dir.join("HEAD").is_file() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                MergerError(format!("cannot create mirror {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| MergerError(format!("cannot create mirror {}: {e}", dir.display())))?;
             let mut c = command(None);
             c.args(["init", "--quiet", "--bare"]).arg(dir);
             let out = run(c, None).await?;
@@ -277,9 +282,23 @@ impl Repo {
     }
 
     /// Fetch `refspec` from `remote`; git's reason when it fails.
-    pub(super) async fn fetch(&self, remote: &str, refspec: &str) -> Result<Result<(), String>, MergerError> {
+    pub(super) async fn fetch(
+        &self,
+        remote: &str,
+        refspec: &str,
+    ) -> Result<Result<(), String>, MergerError> {
         let out = self
-            .run(&["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote, refspec], None)
+            .run(
+                &[
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    remote,
+                    refspec,
+                ],
+                None,
+            )
             .await?;
         Ok(if out.status.success() {
             Ok(())
@@ -290,7 +309,9 @@ impl Repo {
 
     /// Whether `remote` answers (`git ls-remote`); git's reason when it does not.
     pub(super) async fn reachable(&self, remote: &str) -> Result<Result<(), String>, MergerError> {
-        let out = self.run(&["ls-remote", "--heads", remote, "HEAD"], None).await?;
+        let out = self
+            .run(&["ls-remote", "--heads", remote, "HEAD"], None)
+            .await?;
         Ok(if out.status.success() {
             Ok(())
         } else {
@@ -299,7 +320,11 @@ impl Repo {
     }
 
     /// What `remote` has at `reference`, if anything.
-    pub(super) async fn remote_ref(&self, remote: &str, reference: &str) -> Result<Option<String>, MergerError> {
+    pub(super) async fn remote_ref(
+        &self,
+        remote: &str,
+        reference: &str,
+    ) -> Result<Option<String>, MergerError> {
         let out = self.ok(&["ls-remote", remote, reference]).await?;
         let text = String::from_utf8_lossy(&out.stdout);
         Ok(text
@@ -312,14 +337,20 @@ impl Repo {
     /// The commit a local ref points at.
     pub(super) async fn resolve(&self, reference: &str) -> Result<Option<String>, MergerError> {
         let spec = format!("{reference}^{{commit}}");
-        let out = self.run(&["rev-parse", "--verify", "--quiet", &spec], None).await?;
+        let out = self
+            .run(&["rev-parse", "--verify", "--quiet", &spec], None)
+            .await?;
         Ok(out.status.success().then(|| out.stdout_line()))
     }
 
     /// Whether the commit `sha` is in the object database.
     pub(super) async fn has_commit(&self, sha: &str) -> Result<bool, MergerError> {
         let spec = format!("{sha}^{{commit}}");
-        Ok(self.run(&["cat-file", "-e", &spec], None).await?.status.success())
+        Ok(self
+            .run(&["cat-file", "-e", &spec], None)
+            .await?
+            .status
+            .success())
     }
 
     /// The commits `shas`, read in one `cat-file --batch`.
@@ -328,9 +359,14 @@ impl Repo {
             return Ok(Vec::new());
         }
         let input = shas.join("\n") + "\n";
-        let out = self.run(&["cat-file", "--batch"], Some(input.as_bytes())).await?;
+        let out = self
+            .run(&["cat-file", "--batch"], Some(input.as_bytes()))
+            .await?;
         if !out.status.success() {
-            return Err(MergerError(format!("git cat-file failed: {}", out.reason())));
+            return Err(MergerError(format!(
+                "git cat-file failed: {}",
+                out.reason()
+            )));
         }
         let mut rest = out.stdout.as_slice();
         let mut found = Vec::with_capacity(shas.len());
@@ -341,7 +377,10 @@ impl Repo {
                 .ok_or_else(|| MergerError(format!("git cat-file: short output for {sha}")))?;
             let header = String::from_utf8_lossy(&rest[..end]).into_owned();
             let mut words = header.split(' ');
-            let (kind, size) = (words.nth(1), words.next().and_then(|s| s.parse::<usize>().ok()));
+            let (kind, size) = (
+                words.nth(1),
+                words.next().and_then(|s| s.parse::<usize>().ok()),
+            );
             let (Some("commit"), Some(size)) = (kind, size) else {
                 return Err(MergerError(format!("{sha} is not a commit ({header})")));
             };
@@ -363,22 +402,34 @@ impl Repo {
         match out.code() {
             Some(0) => Ok(Some(out.stdout_line())),
             Some(1) => Ok(None),
-            _ => Err(MergerError(format!("git merge-base failed: {}", out.reason()))),
+            _ => Err(MergerError(format!(
+                "git merge-base failed: {}",
+                out.reason()
+            ))),
         }
     }
 
     /// Whether `a` is `b` or one of its ancestors.
     pub(super) async fn is_ancestor(&self, a: &str, b: &str) -> Result<bool, MergerError> {
-        let out = self.run(&["merge-base", "--is-ancestor", a, b], None).await?;
+        let out = self
+            .run(&["merge-base", "--is-ancestor", a, b], None)
+            .await?;
         match out.code() {
             Some(0) => Ok(true),
             Some(1) => Ok(false),
-            _ => Err(MergerError(format!("git merge-base failed: {}", out.reason()))),
+            _ => Err(MergerError(format!(
+                "git merge-base failed: {}",
+                out.reason()
+            ))),
         }
     }
 
     /// The first-parent chain of `tip` back to (not including) `base`, oldest first.
-    pub(super) async fn first_parent_range(&self, base: &str, tip: &str) -> Result<Vec<String>, MergerError> {
+    pub(super) async fn first_parent_range(
+        &self,
+        base: &str,
+        tip: &str,
+    ) -> Result<Vec<String>, MergerError> {
         let range = format!("{base}..{tip}");
         let out = self
             .ok(&["rev-list", "--reverse", "--first-parent", &range])
@@ -415,7 +466,10 @@ impl Repo {
                 paths.dedup();
                 Ok(MergedTree::Conflict(paths))
             }
-            _ => Err(MergerError(format!("git merge-tree failed: {}", out.reason()))),
+            _ => Err(MergerError(format!(
+                "git merge-tree failed: {}",
+                out.reason()
+            ))),
         }
     }
 
@@ -441,18 +495,30 @@ impl Repo {
             .env("GIT_COMMITTER_EMAIL", &committer.email);
         let out = run(c, Some(message)).await?;
         if !out.status.success() {
-            return Err(MergerError(format!("git commit-tree failed: {}", out.reason())));
+            return Err(MergerError(format!(
+                "git commit-tree failed: {}",
+                out.reason()
+            )));
         }
         Ok(out.stdout_line())
     }
 
     /// Move `branch` of `remote` from `old` to `new`, only if it is still at `old`.
-    pub(super) async fn push(&self, remote: &str, branch: &str, old: &str, new: &str) -> Result<Pushed, MergerError> {
+    pub(super) async fn push(
+        &self,
+        remote: &str,
+        branch: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<Pushed, MergerError> {
         let target = format!("refs/heads/{branch}");
         let refspec = format!("{new}:{target}");
         let lease = format!("--force-with-lease={target}:{old}");
         let out = self
-            .run(&["push", "--porcelain", "--quiet", &lease, remote, &refspec], None)
+            .run(
+                &["push", "--porcelain", "--quiet", &lease, remote, &refspec],
+                None,
+            )
             .await?;
         if out.status.success() {
             return Ok(Pushed::Landed);
@@ -540,7 +606,11 @@ mod tests {
         assert_eq!(c.parents, ["2222", "3333"]);
         assert_eq!(
             c.author,
-            ("A U Thor".into(), "a@u.example".into(), "1700000000 +0100".into())
+            (
+                "A U Thor".into(),
+                "a@u.example".into(),
+                "1700000000 +0100".into()
+            )
         );
         assert_eq!(c.message, b"subject\n\nbody\n");
         assert_eq!(CommitInfo::parse(b"parent 1\n\nx"), None);
@@ -551,7 +621,11 @@ mod tests {
         let a = mirror_path(Path::new("/m"), "file:///srv/pay.git");
         let b = mirror_path(Path::new("/m"), "/srv/pay.git");
         assert_ne!(a, b);
-        assert!(a.display().to_string().starts_with("/m/pay-"), "{}", a.display());
+        assert!(
+            a.display().to_string().starts_with("/m/pay-"),
+            "{}",
+            a.display()
+        );
         assert_eq!(a, mirror_path(Path::new("/m"), "file:///srv/pay.git"));
     }
 

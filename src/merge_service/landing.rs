@@ -50,8 +50,11 @@ pub struct GitMerger {
     queues: HashMap<String, GitQueue>,
     /// One lock per target branch: landings on one branch take turns in this process, other
     /// branches land in parallel. Across processes the push's compare-and-swap decides.
-    locks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<BranchKey, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// A target branch: (repository, branch).
+type BranchKey = (String, String);
 
 /// A request that cannot be landed as asked: answered FAILED, not retried.
 struct Refusal {
@@ -103,12 +106,20 @@ fn plan(request: &MergeRequest, queue: &GitQueue) -> Result<Vec<Step>, Refusal> 
         } else {
             step.step_id.clone()
         };
-        let uris = step.change.as_ref().map(|c| c.uris.as_slice()).unwrap_or_default();
+        let uris = step
+            .change
+            .as_ref()
+            .map(|c| c.uris.as_slice())
+            .unwrap_or_default();
         if step.change.is_none() {
             return Err(Refusal::step(i, &id, "invalid request: no change"));
         }
         if uris.is_empty() {
-            return Err(Refusal::step(i, &id, "invalid request: the change has no URIs"));
+            return Err(Refusal::step(
+                i,
+                &id,
+                "invalid request: the change has no URIs",
+            ));
         }
         let strategy = match Strategy::try_from(step.strategy) {
             Ok(Strategy::Default) => queue.default_strategy,
@@ -220,9 +231,10 @@ impl GitMerger {
                     queue.branch
                 )));
             }
-            let tip = repo.resolve(&tip_ref).await?.ok_or_else(|| {
-                MergerError(format!("{shown} has no branch {}", queue.branch))
-            })?;
+            let tip = repo
+                .resolve(&tip_ref)
+                .await?
+                .ok_or_else(|| MergerError(format!("{shown} has no branch {}", queue.branch)))?;
             let landing = match compute(&repo, &steps, &tip, queue).await? {
                 Ok(landing) => landing,
                 Err(refusal) => return Ok(refusal.verdict()),
@@ -369,14 +381,26 @@ async fn compute(
                         // The current tree on top of the pick's parent: merging it with the pick
                         // is the pick's change applied to the current tree.
                         let onto = repo
-                            .commit_tree(&cur_tree, &[parent], b"pick base\n", &info.author, &queue.committer)
+                            .commit_tree(
+                                &cur_tree,
+                                &[parent],
+                                b"pick base\n",
+                                &info.author,
+                                &queue.committer,
+                            )
                             .await?;
                         match repo.merge_tree(&onto, pick, false).await? {
                             MergedTree::Conflict(paths) => return Ok(Err(conflict(paths))),
                             MergedTree::Clean(tree) if tree == cur_tree => {}
                             MergedTree::Clean(tree) => {
                                 cur = repo
-                                    .commit_tree(&tree, &[&cur], &info.message, &info.author, &queue.committer)
+                                    .commit_tree(
+                                        &tree,
+                                        &[&cur],
+                                        &info.message,
+                                        &info.author,
+                                        &queue.committer,
+                                    )
                                     .await?;
                                 cur_tree = tree;
                                 out.push(cur.clone());
@@ -398,7 +422,13 @@ async fn compute(
                             let pinned = pinned(repo, sha).await?;
                             let message = format!("squash: {} ({})\n", step.id, uri.label());
                             cur = repo
-                                .commit_tree(&tree, &[&cur], message.as_bytes(), &pinned.author, &queue.committer)
+                                .commit_tree(
+                                    &tree,
+                                    &[&cur],
+                                    message.as_bytes(),
+                                    &pinned.author,
+                                    &queue.committer,
+                                )
                                 .await?;
                             cur_tree = tree;
                             out.push(cur.clone());
@@ -423,7 +453,13 @@ async fn compute(
                                 step.id
                             );
                             cur = repo
-                                .commit_tree(&tree, &[&cur, sha], message.as_bytes(), &pinned.author, &queue.committer)
+                                .commit_tree(
+                                    &tree,
+                                    &[&cur, sha],
+                                    message.as_bytes(),
+                                    &pinned.author,
+                                    &queue.committer,
+                                )
                                 .await?;
                             cur_tree = tree;
                             out.push(cur.clone());

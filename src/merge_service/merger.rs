@@ -113,14 +113,13 @@ impl Merger for FakeMerger {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merge_service::answer;
-    use crate::runway::messagequeue::Outcome;
     use crate::base::change::Change;
+    use crate::merge_service::answer;
     use crate::runway::messagequeue::MergeStep;
+    use crate::runway::messagequeue::Outcome;
 
     fn request(uris: &[&[&str]]) -> MergeRequest {
         MergeRequest {

@@ -21,7 +21,9 @@ use keyway_runtime::transport::{Delivery, MessageId, Metadata};
 
 pub use git::Identity;
 pub use landing::{GitMerger, GitQueue};
-pub use merger::{fake_revision, FakeMerger, Merger, MergerError, Verdict, FAKE_CONFLICT, FAKE_ERROR};
+pub use merger::{
+    fake_revision, FakeMerger, Merger, MergerError, Verdict, FAKE_CONFLICT, FAKE_ERROR,
+};
 
 use crate::runway::messagequeue::{MergeRequest, MergeResult, Outcome, StepOutput, StepResult};
 use crate::topics;
@@ -185,4 +187,3 @@ impl<M: Merger> TopicHandler<topics::MergeConflictCheck> for Responder<M> {
         self.respond(request, d, false).await
     }
 }
-

@@ -144,7 +144,9 @@ impl ChangeUri {
 }
 
 fn is_sha(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn excerpt(s: &str) -> String {
@@ -187,10 +189,7 @@ fn check_ref(r: &str) -> Result<(), UriError> {
     if r.contains("..") || r.contains("//") || r.contains("@{") || r.contains("/.") {
         return wrong("is not a valid ref name");
     }
-    if r
-        .chars()
-        .any(|c| c.is_control() || " ~^:?*[\\".contains(c))
-    {
+    if r.chars().any(|c| c.is_control() || " ~^:?*[\\".contains(c)) {
         return wrong("contains a character refs cannot have");
     }
     Ok(())
@@ -246,11 +245,16 @@ mod tests {
         assert_eq!(u.reference(), "refs/heads/feature/1");
         assert_eq!(u.label(), "feature/1");
         assert_eq!(u.sha(), SHA);
-        let f = ChangeUri::parse(&format!("file:///srv/git/pay.git/refs%2Fheads%2Fx/{SHA}")).unwrap();
+        let f =
+            ChangeUri::parse(&format!("file:///srv/git/pay.git/refs%2Fheads%2Fx/{SHA}")).unwrap();
         assert_eq!(f.provider(), "file://");
         assert_eq!(f.repository(), "/srv/git/pay.git");
         assert_eq!(
-            ChangeUri::file(std::path::Path::new("/srv/git/pay.git"), "refs/heads/x", SHA),
+            ChangeUri::file(
+                std::path::Path::new("/srv/git/pay.git"),
+                "refs/heads/x",
+                SHA
+            ),
             format!("file:///srv/git/pay.git/refs%2Fheads%2Fx/{SHA}")
         );
     }
@@ -258,21 +262,36 @@ mod tests {
     #[test]
     fn malformed_uris_say_what_is_wrong() {
         for (uri, says) in [
-            ("https://h/r/refs%2Fheads%2Fx/SHA", "unsupported scheme `https://`"),
+            (
+                "https://h/r/refs%2Fheads%2Fx/SHA",
+                "unsupported scheme `https://`",
+            ),
             ("nothing", "not a URI"),
-            ("git://h/r/refs%2Fheads%2Fx/0123", "is not a 40-hex lowercase commit sha"),
+            (
+                "git://h/r/refs%2Fheads%2Fx/0123",
+                "is not a 40-hex lowercase commit sha",
+            ),
             (
                 "git://h/r/refs%2Fheads%2Fx/0123456789ABCDEF0123456789abcdef01234567",
                 "not a 40-hex lowercase",
             ),
             ("git://h/r/main/SHA", "is not fully qualified"),
-            ("git://h/r/refs%2Fheads%2Fa..b/SHA", "is not a valid ref name"),
+            (
+                "git://h/r/refs%2Fheads%2Fa..b/SHA",
+                "is not a valid ref name",
+            ),
             ("git://h/r/refs%2Fheads%2Fx%ZZ/SHA", "bad percent-encoding"),
             ("git://h/refs%2Fheads%2Fx/SHA", "expected a repository path"),
             ("git://u@h/r/refs%2Fheads%2Fx/SHA", "no user info"),
             ("git://h:http/r/refs%2Fheads%2Fx/SHA", "is not a port"),
-            ("git://h/r/refs%2Fheads%2Fx/SHA?keyway=1", "no query or fragment"),
-            ("file://host/r/refs%2Fheads%2Fx/SHA", "absolute path with no host"),
+            (
+                "git://h/r/refs%2Fheads%2Fx/SHA?keyway=1",
+                "no query or fragment",
+            ),
+            (
+                "file://host/r/refs%2Fheads%2Fx/SHA",
+                "absolute path with no host",
+            ),
             ("git:///r/refs%2Fheads%2Fx/SHA", "no host"),
         ] {
             let uri = uri.replace("SHA", SHA);

@@ -10,9 +10,9 @@ use tokio::task::JoinSet;
 
 use super::orchestrator::{ConcludeStage, MergeSignalStage, MergeStage, Outbox, SpeculateStage};
 use super::reconcile::{BatchReconciler, Parking, RunwayReconciler};
+use super::store::Store;
 use crate::merge_service::config::MergerConfig;
 use crate::merge_service::{self, AnyMerger, Responder};
-use super::store::Store;
 use crate::orchestrator::topics as otopics;
 use crate::topics as rtopics;
 
@@ -104,7 +104,8 @@ pub fn load_settings(
         Config::load_with(path, &["runway"]).map_err(|e| format!("{}: {e}", path.display()))?;
     let runway = match sections.get("runway") {
         Some(toml::Value::Table(t)) => Some(
-            merge_service::config::parse(t).map_err(|e| format!("{}: config key {e}", path.display()))?,
+            merge_service::config::parse(t)
+                .map_err(|e| format!("{}: config key {e}", path.display()))?,
         ),
         Some(_) => {
             return Err(format!(

@@ -20,8 +20,8 @@ use keyway_runtime::topic::Contract;
 use keyway_runtime::transport::{Delivery, Failure, Handler, MessageId, Metadata, Outcome};
 
 use super::orchestrator::{settle_request, Outbox};
-use crate::merge_service::Answers;
 use super::store::Store;
+use crate::merge_service::Answers;
 use crate::orchestrator::topics as otopics;
 use crate::orchestrator::{BatchRef, BatchState, Parked, RequestState};
 use crate::runway::messagequeue::{MergeRequest, MergeResult, Outcome as MergeOutcome};

@@ -351,8 +351,9 @@ impl Store {
         let v = self
             .cmd("INCR", vec![format!("kw:st:{{{queue}}}:seq:{kind}").into()])
             .await?;
-        v.as_u64()
-            .ok_or_else(|| StoreError::Corrupt(format!("the {kind} counter of {queue} is not a number")))
+        v.as_u64().ok_or_else(|| {
+            StoreError::Corrupt(format!("the {kind} counter of {queue} is not a number"))
+        })
     }
 
     /// Count wake-ups of the speculate stage for a queue (for the demo and tests).

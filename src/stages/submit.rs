@@ -156,7 +156,9 @@ pub async fn hand_over(backend: &RedisBackend, batch: &Batch) -> Result<(), Subm
     producer
         .publish(&r, id, &batch.queue, Metadata::new())
         .await
-        .map_err(|e| SubmitError::Publish(format!("handing {} to the merge stage: {e}", batch.id)))?;
+        .map_err(|e| {
+            SubmitError::Publish(format!("handing {} to the merge stage: {e}", batch.id))
+        })?;
     Ok(())
 }
 
@@ -179,18 +181,36 @@ mod tests {
         let other = format!("git://git.example.com/pay/refs%2Fheads%2Fx/{SHA}");
         assert!(check("payments", &[req(&[&good, &good], LandStrategy::Rebase)]).is_ok());
         for (queue, requests, says) in [
-            ("", vec![req(&[&good], LandStrategy::Rebase)], "queue \"\": expected"),
-            ("a/b", vec![req(&[&good], LandStrategy::Rebase)], "queue \"a/b\""),
+            (
+                "",
+                vec![req(&[&good], LandStrategy::Rebase)],
+                "queue \"\": expected",
+            ),
+            (
+                "a/b",
+                vec![req(&[&good], LandStrategy::Rebase)],
+                "queue \"a/b\"",
+            ),
             ("q", vec![], "at least one request"),
-            ("q", vec![req(&[], LandStrategy::Rebase)], "request 1: no change URIs"),
             (
                 "q",
-                vec![req(&[&good], LandStrategy::Rebase), req(&[&good, "nope"], LandStrategy::Merge)],
+                vec![req(&[], LandStrategy::Rebase)],
+                "request 1: no change URIs",
+            ),
+            (
+                "q",
+                vec![
+                    req(&[&good], LandStrategy::Rebase),
+                    req(&[&good, "nope"], LandStrategy::Merge),
+                ],
                 "request 2, URI 2: nope: not a URI",
             ),
             (
                 "q",
-                vec![req(&[&good], LandStrategy::Rebase), req(&[&other], LandStrategy::Rebase)],
+                vec![
+                    req(&[&good], LandStrategy::Rebase),
+                    req(&[&other], LandStrategy::Rebase),
+                ],
                 "request 2, URI 1: git://git.example.com/pay/",
             ),
             (

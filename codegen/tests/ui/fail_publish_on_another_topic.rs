@@ -10,5 +10,10 @@ fn main() {
     let orders = OrderPlacedProducer::new(support::Null);
     // `order-placed` carries OrderPlaced, not InvoiceDue.
     let invoice = InvoiceDue::default();
-    let _pending = orders.publish(&invoice, MessageId::new("o/1").unwrap(), "o", Default::default());
+    let _pending = orders.publish(
+        &invoice,
+        MessageId::new("o/1").unwrap(),
+        "o",
+        Default::default(),
+    );
 }

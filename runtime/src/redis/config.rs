@@ -607,7 +607,10 @@ mod tests {
     #[test]
     fn urls_print_without_their_password() {
         for (url, shown) in [
-            ("redis://app:s3cret@10.0.0.5:6379/2", "redis://app:***@10.0.0.5:6379/2"),
+            (
+                "redis://app:s3cret@10.0.0.5:6379/2",
+                "redis://app:***@10.0.0.5:6379/2",
+            ),
             ("rediss://:s3cret@host", "rediss://:***@host"),
             ("redis://s3cret@host:1?x=@", "redis://***@host:1?x=@"),
             ("redis://a:b:c@d@host", "redis://a:***@host"),
@@ -620,13 +623,20 @@ mod tests {
 
     #[test]
     fn only_redis_schemes_are_accepted() {
-        for ok in ["redis://h", "REDISS://h", "redis-cluster://h:7000?node=h:7001"] {
+        for ok in [
+            "redis://h",
+            "REDISS://h",
+            "redis-cluster://h:7000?node=h:7001",
+        ] {
             assert!(check_url_scheme(ok).is_ok(), "{ok}");
         }
         let e = check_url_scheme("http://u:pw@127.0.0.1:6390").unwrap_err();
         assert_eq!(e.key(), "redis.url");
         let text = e.to_string();
-        assert!(text.contains("`http://` is not a Redis URL scheme"), "{text}");
+        assert!(
+            text.contains("`http://` is not a Redis URL scheme"),
+            "{text}"
+        );
         assert!(!text.contains("pw"), "{text}");
         assert!(check_url_scheme("127.0.0.1:6379").is_err());
         let toml = "[redis]\nurl = \"http://127.0.0.1\"";
