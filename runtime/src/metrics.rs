@@ -1,5 +1,11 @@
-//! Counters and latency histograms per topic and outcome, rendered in the Prometheus text
-//! exposition format.
+//! Counters, gauges and latency histograms per topic and outcome, rendered in the Prometheus
+//! text exposition format.
+//!
+//! - Counters only grow (`keyway_deliveries_total`, ...).
+//! - Gauges hold the last value reported (a group's consumers, pending entries and lag, set
+//!   each time the consume loop looks after its group); a gauge whose value is unknown is
+//!   removed rather than left stale.
+//! - Histograms have fixed buckets from 1 ms to 10 s.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,6 +29,7 @@ struct Histogram {
 #[derive(Debug, Default)]
 struct Inner {
     counters: BTreeMap<(&'static str, Labels), u64>,
+    gauges: BTreeMap<(&'static str, Labels), i64>,
     histograms: BTreeMap<(&'static str, Labels), Histogram>,
 }
 
@@ -53,6 +60,28 @@ impl Metrics {
             .counters
             .entry((name, labels(label_pairs)))
             .or_default() += by;
+    }
+
+    /// Set gauge `name` with `labels` to `value`.
+    pub fn set_gauge(&self, name: &'static str, label_pairs: &[(&'static str, &str)], value: i64) {
+        self.lock()
+            .gauges
+            .insert((name, labels(label_pairs)), value);
+    }
+
+    /// Forget gauge `name` with `labels` (its value is no longer known).
+    pub fn remove_gauge(&self, name: &'static str, label_pairs: &[(&'static str, &str)]) {
+        self.lock().gauges.remove(&(name, labels(label_pairs)));
+    }
+
+    /// The current value of a gauge, if set.
+    pub fn gauge(&self, name: &str, label_pairs: &[(&'static str, &str)]) -> Option<i64> {
+        let key = labels(label_pairs);
+        self.lock()
+            .gauges
+            .iter()
+            .find(|((n, l), _)| *n == name && *l == key)
+            .map(|(_, v)| *v)
     }
 
     /// Record one observation of `latency` in histogram `name`.
@@ -109,6 +138,13 @@ impl Metrics {
         for ((name, labels), value) in &inner.counters {
             if !typed.contains(name) {
                 writeln!(out, "# TYPE {name} counter").unwrap();
+                typed.push(name);
+            }
+            writeln!(out, "{name}{} {value}", fmt_labels(labels, None)).unwrap();
+        }
+        for ((name, labels), value) in &inner.gauges {
+            if !typed.contains(name) {
+                writeln!(out, "# TYPE {name} gauge").unwrap();
                 typed.push(name);
             }
             writeln!(out, "{name}{} {value}", fmt_labels(labels, None)).unwrap();
@@ -178,5 +214,24 @@ mod tests {
             text.contains("keyway_handler_seconds_count{topic=\"t\"} 1\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn gauges_hold_the_last_value_until_removed() {
+        let m = Metrics::new();
+        let labels = [("topic", "t"), ("group", "g")];
+        assert_eq!(m.gauge("keyway_group_consumers", &labels), None);
+        m.set_gauge("keyway_group_consumers", &labels, 5);
+        m.set_gauge("keyway_group_consumers", &labels, 2);
+        m.set_gauge("keyway_group_lag", &labels, 7);
+        assert_eq!(m.gauge("keyway_group_consumers", &labels), Some(2));
+        let text = m.render_prometheus();
+        assert!(
+            text.contains("# TYPE keyway_group_consumers gauge\nkeyway_group_consumers{topic=\"t\",group=\"g\"} 2\n"),
+            "{text}"
+        );
+        m.remove_gauge("keyway_group_lag", &labels);
+        assert_eq!(m.gauge("keyway_group_lag", &labels), None);
+        assert!(!m.render_prometheus().contains("keyway_group_lag"));
     }
 }

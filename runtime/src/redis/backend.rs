@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use fred::prelude::{Builder, Client, ReconnectPolicy, Value};
 use fred::prelude::{
     ClientLike, Config as FredConfig, Error as FredError, ErrorKind as FredErrorKind,
-    EventInterface, Server,
+    EventInterface, Server, ServerConfig,
 };
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand};
@@ -20,9 +20,10 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::config::{
-    check_url_scheme, redact_url, Config, EvictionCheck, SubscriptionConfig, DEAD_LETTER_SUFFIX,
+    check_subscription, redact_url, uses_tls, Config, ConfigError, EvictionCheck, RedisConfig,
+    SubscriptionConfig, DEAD_LETTER_SUFFIX,
 };
-use super::scripts;
+use super::{scripts, tls};
 use crate::metrics::Metrics;
 use crate::topic::is_valid_topic_name;
 use crate::transport::{
@@ -123,6 +124,25 @@ fn protocol_error(what: &str) -> TransportError {
     )
 }
 
+/// The longest delay handed to a script (a postponement, a backoff): a year. Configured values
+/// are range-checked; this bounds the ones a handler returns.
+const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
+
+/// `d` in whole milliseconds, as a script argument; at most [`MAX_DELAY`], so the server's
+/// `now + delay` arithmetic cannot overflow.
+fn millis(d: Duration) -> i64 {
+    d.min(MAX_DELAY).as_millis() as i64
+}
+
+/// A count as a script argument (counts are range-checked; this only cannot wrap).
+fn count_arg(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn invalid(e: ConfigError) -> TransportError {
+    TransportError::new(TransportErrorKind::Invalid, e.to_string())
+}
+
 /// A message as stored in a stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stored {
@@ -191,16 +211,56 @@ impl ShutdownTrigger {
     }
 }
 
+/// Look after one group. KEYS: 1 stream, 2 the group's `held`. ARGV: 1 group, 2 the calling
+/// consumer, 3 idle threshold (ms).
+/// - Removes every other consumer that has no pending entries and has been idle at least the
+///   threshold (`XINFO CONSUMERS` `idle`: on Redis 7.0 since it was last handed an entry, on
+///   7.2 and later since it last tried to read or claim). `XGROUP DELCONSUMER` drops a
+///   consumer's pending entries with it, so one that has any is never removed: the claim
+///   script hands them to a live consumer once they are idle past the visibility timeout, and
+///   the consumer goes on a later pass. Checking and removing happen in this one script, so no
+///   entry can be claimed in between. A live consumer removed while it had nothing to do is
+///   harmless: Redis adds it again when it is next handed an entry.
+/// - Reports the group's health: `{removed names, consumers left, pending, lag, held}`; lag is
+///   `-1` when Redis cannot tell (after deletions, or before 7.0).
+const TEND: &str = r#"
+local removed = {}
+local left = 0
+local threshold = tonumber(ARGV[3])
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if info['name'] ~= ARGV[2] and info['pending'] == 0 and info['idle'] >= threshold then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    table.insert(removed, info['name'])
+  else
+    left = left + 1
+  end
+end
+local pending, lag = 0, -1
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  if info['name'] == ARGV[1] then
+    pending = info['pending']
+    if type(info['lag']) == 'number' then lag = info['lag'] end
+  end
+end
+return {removed, left, pending, lag, redis.call('ZCARD', KEYS[2])}
+"#;
+
 struct Scripts {
     publish: Script,
     claim: Script,
     recover: Script,
     settle: Script,
     trim: Script,
+    tend: Script,
 }
 
 struct Inner {
     client: Client,
+    connection: Connection,
     config: Config,
     metrics: Arc<Metrics>,
     scripts: Scripts,
@@ -216,25 +276,91 @@ pub struct RedisBackend {
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackend")
-            .field("url", &self.inner.config.redis.url)
+            .field("url", &redact_url(&self.inner.config.redis.url))
             .finish()
     }
 }
 
-async fn connect_client(url: &str) -> Result<Client, TransportError> {
-    check_url_scheme(url)
-        .map_err(|e| TransportError::new(TransportErrorKind::Invalid, e.to_string()))?;
-    let shown = redact_url(url);
-    let config = FredConfig::from_url(url).map_err(|e| {
-        TransportError::new(
-            TransportErrorKind::Invalid,
-            format!("redis url {shown}: {}", e.details()),
-        )
-    })?;
-    let client = Builder::from_config(config)
+/// How to reach the server, prepared once per backend and shared by all its connections: the
+/// client configuration with TLS and credentials applied, and what an error may show.
+#[derive(Clone)]
+struct Connection {
+    fred: FredConfig,
+    /// The URL without its password.
+    shown: String,
+    /// Where the password came from, when not from the URL.
+    password_origin: Option<String>,
+}
+
+/// `url` with a plaintext scheme: the client library is given TLS settings of our own
+/// instead of the defaults it would build for `rediss`.
+fn without_tls_scheme(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) if scheme.to_ascii_lowercase().starts_with("rediss") => {
+            format!("redis{}://{rest}", &scheme["rediss".len()..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Connection {
+    /// The connection for `redis`, which [`RedisConfig::check`] has passed.
+    fn prepare(redis: &RedisConfig) -> Result<Connection, TransportError> {
+        let url = &redis.url;
+        let shown = redact_url(url);
+        let tls = uses_tls(url);
+        if let (false, Some(key)) = (tls, redis.tls_keys_set().first()) {
+            return Err(invalid(ConfigError::new(
+                key,
+                format!(
+                    "is set, but redis.url {shown} is plaintext: use rediss:// for TLS (or remove the key)"
+                ),
+            )));
+        }
+        let mut fred = FredConfig::from_url(&without_tls_scheme(url)).map_err(|e| {
+            TransportError::new(
+                TransportErrorKind::Invalid,
+                format!("redis url {shown}: {}", e.details()),
+            )
+        })?;
+        if let Some(user) = &redis.username {
+            fred.username = Some(user.clone());
+        }
+        let password = redis.resolve_password().map_err(invalid)?;
+        let password_origin = password.as_ref().map(|p| p.origin().to_owned());
+        if let Some(password) = password {
+            fred.password = Some(password.expose().to_owned());
+        }
+        if tls {
+            fred.tls = Some(tls::tls_config(redis).map_err(invalid)?);
+            if let Some(name) = &redis.tls_server_name {
+                let set = |server: &mut Server| server.tls_server_name = Some(name.as_str().into());
+                #[allow(unreachable_patterns)]
+                match &mut fred.server {
+                    ServerConfig::Centralized { server } => set(server),
+                    ServerConfig::Clustered { hosts, .. }
+                    | ServerConfig::Sentinel { hosts, .. } => hosts.iter_mut().for_each(set),
+                    _ => {}
+                }
+            }
+        }
+        Ok(Connection {
+            fred,
+            shown,
+            password_origin,
+        })
+    }
+}
+
+/// How long connecting (TCP, TLS handshake, authentication) may take.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn connect_client(connection: &Connection) -> Result<Client, TransportError> {
+    let shown = &connection.shown;
+    let client = Builder::from_config(connection.fred.clone())
         .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
         .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(5);
+            c.connection_timeout = CONNECTION_TIMEOUT;
             c.max_command_attempts = 3;
         })
         .with_performance_config(|p| {
@@ -242,34 +368,80 @@ async fn connect_client(url: &str) -> Result<Client, TransportError> {
         })
         .build()
         .map_err(transport_error)?;
-    client.init().await.map_err(|e| {
-        TransportError::new(
-            transport_error(e.clone()).kind(),
-            format!("cannot connect to Redis at {shown}: {}", readable(&e)),
-        )
-    })?;
+    if let Err(e) = client.init().await {
+        // With `fail_fast` (the default) a failed first connection ends the client's task: it
+        // does not keep retrying in the background.
+        let tls = connection.fred.tls.is_some();
+        let mut message = format!("cannot connect to Redis at {shown}: ");
+        match e.kind() {
+            FredErrorKind::Timeout if tls => message.push_str(&format!(
+                "no TLS handshake within {} (is it a plaintext port? use redis:// for one)",
+                super::config::format_duration(CONNECTION_TIMEOUT)
+            )),
+            FredErrorKind::Timeout => message.push_str(&format!(
+                "no answer within {}",
+                super::config::format_duration(CONNECTION_TIMEOUT)
+            )),
+            _ => message.push_str(&readable(&e)),
+        }
+        let closed = ["reset by peer", "closed", "broken pipe", "unexpected eof"];
+        let detail = e.details().to_ascii_lowercase();
+        if !tls && closed.iter().any(|c| detail.contains(c)) {
+            message.push_str(" (is it a TLS port? use rediss:// for one)");
+        }
+        let auth = [
+            "WRONGPASS",
+            "NOAUTH",
+            "NOPERM",
+            "invalid password",
+            "invalid username",
+        ];
+        if auth.iter().any(|p| e.details().contains(p)) {
+            match &connection.password_origin {
+                Some(origin) => message.push_str(&format!(" (password from {origin})")),
+                None if connection.fred.password.is_some() => {
+                    message.push_str(" (password from redis.url)")
+                }
+                None => message.push_str(
+                    " (no password given: set redis.password_file, REDIS_PASSWORD_FILE or REDIS_PASSWORD)",
+                ),
+            }
+        }
+        return Err(TransportError::new(transport_error(e).kind(), message));
+    }
     Ok(client)
 }
 
-/// A fred error as one line: an I/O error's own message (`connection refused`) rather than the
-/// `Debug` form fred keeps of it.
+/// A fred error as one line: a TLS failure said as what to check, an I/O error's own message
+/// (`connection refused`) rather than the `Debug` form fred keeps of it.
 fn readable(e: &FredError) -> String {
     let details = e.details();
-    match details.split_once("message: \"") {
+    if let Some(tls) = tls::explain_handshake(details) {
+        return tls;
+    }
+    let line = match details.split_once("message: \"") {
         Some((_, rest)) => rest.split('"').next().unwrap_or(rest).to_ascii_lowercase(),
         None if details.is_empty() => format!("{:?} error", e.kind()).to_ascii_lowercase(),
         None => details.to_owned(),
-    }
+    };
+    line.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_owned()
 }
 
 impl RedisBackend {
     /// Connect and run the preflight checks: refuse to start when the eviction policy is not
     /// `noeviction` and the configuration says to refuse; otherwise log what was found.
     pub async fn connect(config: Config) -> Result<(RedisBackend, Preflight), TransportError> {
-        let client = connect_client(&config.redis.url).await?;
+        config.check().map_err(invalid)?;
+        let connection = Connection::prepare(&config.redis)?;
+        let client = connect_client(&connection).await?;
         let backend = RedisBackend {
             inner: Arc::new(Inner {
                 client,
+                connection,
                 config,
                 metrics: Arc::new(Metrics::new()),
                 scripts: Scripts {
@@ -278,6 +450,7 @@ impl RedisBackend {
                     recover: Script::from_lua(scripts::recover()),
                     settle: Script::from_lua(scripts::settle()),
                     trim: Script::from_lua(scripts::TRIM),
+                    tend: Script::from_lua(TEND),
                 },
                 consumers: AtomicU64::new(0),
             }),
@@ -394,6 +567,18 @@ impl RedisBackend {
                 ),
             ));
         }
+        check_subscription("subscription", &sub).map_err(|e| {
+            let key = e.key().strip_prefix("subscription.").unwrap_or(e.key());
+            TransportError::new(
+                TransportErrorKind::Invalid,
+                format!(
+                    "subscription to {:?} as group {:?}: `{key}`: {}",
+                    sub.topic,
+                    sub.group,
+                    e.message()
+                ),
+            )
+        })?;
         let stream = self.stream_of(&sub.topic)?;
         let keys = Arc::new(GroupKeys::new(
             &self.inner.config.redis.key_prefix,
@@ -421,7 +606,7 @@ impl RedisBackend {
         // Wake-ups for new entries, from a blocking read on a connection of its own.
         let notify = Arc::new(Notify::new());
         let waker = AbortOnDrop(tokio::spawn(wake_on_new_entries(
-            self.inner.config.redis.url.clone(),
+            self.inner.connection.clone(),
             keys.stream().to_owned(),
             notify.clone(),
         )));
@@ -468,8 +653,8 @@ impl RedisBackend {
                     Ok(claim) => {
                         more = !claim.deliveries.is_empty() || claim.read_full;
                         if claim.next_due_ms >= 0 {
-                            let wait = (claim.next_due_ms - claim.now_ms).max(0) as u64;
-                            sleep_for = sleep_for.min(Duration::from_millis(wait));
+                            let wait = claim.next_due_ms.saturating_sub(claim.now_ms).max(0);
+                            sleep_for = sleep_for.min(Duration::from_millis(wait as u64));
                         }
                         for d in claim.deliveries {
                             spawn_delivery(&mut tasks, &mut in_flight, &ctx, &handler, d);
@@ -490,6 +675,9 @@ impl RedisBackend {
                 trim_due = Instant::now() + self.inner.config.redis.trim_interval;
                 if let Err(e) = self.trim(&stream).await {
                     tracing::warn!(stream = %stream, "trimming failed: {e}");
+                }
+                if let Err(e) = ctx.tend().await {
+                    tracing::warn!(topic = %sub.topic, group = %sub.group, "looking after the group failed: {e}");
                 }
             }
             let can_refill =
@@ -558,7 +746,7 @@ impl RedisBackend {
                     "-".into(),
                     "+".into(),
                     "COUNT".into(),
-                    (count as i64).into(),
+                    count_arg(count).into(),
                 ],
             )
             .await?;
@@ -684,8 +872,8 @@ impl Drop for AbortOnDrop {
 
 /// Keep blocking on `XREAD` for entries newer than the newest seen, and notify when some
 /// arrive. Runs on a connection of its own, with a finite block so it ends promptly.
-async fn wake_on_new_entries(url: String, stream_key: String, notify: Arc<Notify>) {
-    let Ok(client) = connect_client(&url).await else {
+async fn wake_on_new_entries(connection: Connection, stream_key: String, notify: Arc<Notify>) {
+    let Ok(client) = connect_client(&connection).await else {
         return;
     };
     let cmd = |name: &'static str, blocking| {
@@ -783,7 +971,7 @@ impl Publisher for RedisBackend {
                 dedup_key(prefix, &stream, &message.partition_key, message.id.as_str()),
             ];
             let mut args: Vec<Value> = vec![
-                (backend.inner.config.redis.dedup_ttl.as_millis() as i64).into(),
+                millis(backend.inner.config.redis.dedup_ttl).into(),
                 message.id.as_str().into(),
                 message.partition_key.as_str().into(),
                 Value::Bytes(message.payload.into()),
@@ -882,8 +1070,8 @@ fn parse_deliveries(v: Value) -> Result<Vec<Claimed>, TransportError> {
         }
         out.push(Claimed {
             entry: as_text(&entry).ok_or_else(|| protocol_error("the claim script"))?,
-            epoch: as_number(&epoch).unwrap_or(0) as u64,
-            attempt: as_number(&attempt).unwrap_or(1) as u32,
+            epoch: as_number(&epoch).map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+            attempt: as_number(&attempt).map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)),
             fields: pairs,
         });
     }
@@ -1027,14 +1215,14 @@ impl LoopContext {
             (*self.consumer).into(),
             self.sub.topic.as_str().into(),
             if self.sub.dead_letter { "1" } else { "0" }.into(),
-            (self.sub.max_attempts as i64).into(),
+            i64::from(self.sub.max_attempts).into(),
         ]
     }
 
     async fn claim(&self, count: usize) -> Result<ClaimReply, TransportError> {
         let mut args = self.head_args();
-        args.push((count as i64).into());
-        args.push((self.sub.visibility_timeout.as_millis() as i64).into());
+        args.push(count_arg(count).into());
+        args.push(millis(self.sub.visibility_timeout).into());
         let reply: Value = self
             .backend
             .inner
@@ -1061,13 +1249,75 @@ impl LoopContext {
         })
     }
 
+    /// Remove the group's idle consumers that have nothing pending (see [`TEND`]) and report
+    /// its health in the metrics: `keyway_group_consumers`, `keyway_group_pending`,
+    /// `keyway_group_lag` (entries not yet read by the group; absent when Redis cannot tell),
+    /// `keyway_group_held` (entries waiting behind their key or for a retry) and
+    /// `keyway_consumers_removed_total`.
+    async fn tend(&self) -> Result<(), TransportError> {
+        let inner = &self.backend.inner;
+        let keys = vec![self.keys.stream().to_owned(), self.keys.held().to_owned()];
+        let args: Vec<Value> = vec![
+            self.sub.group.as_str().into(),
+            (*self.consumer).into(),
+            millis(inner.config.redis.consumer_idle_removal).into(),
+        ];
+        let reply: Value = inner
+            .scripts
+            .tend
+            .evalsha_with_reload(&inner.client, keys, args)
+            .await
+            .map_err(transport_error)?;
+        let mut parts = reply.into_array().into_iter();
+        let removed: Vec<String> = parts
+            .next()
+            .map(Value::into_array)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(as_text)
+            .collect();
+        let numbers: Vec<Option<i64>> = parts.map(|v| as_number(&v)).collect();
+        let [Some(consumers), Some(pending), Some(lag), Some(held)] = numbers[..] else {
+            return Err(protocol_error("the group script"));
+        };
+        let labels = [
+            ("topic", self.sub.topic.as_str()),
+            ("group", self.sub.group.as_str()),
+        ];
+        let metrics = &inner.metrics;
+        metrics.set_gauge("keyway_group_consumers", &labels, consumers);
+        metrics.set_gauge("keyway_group_pending", &labels, pending);
+        metrics.set_gauge("keyway_group_held", &labels, held);
+        if lag >= 0 {
+            metrics.set_gauge("keyway_group_lag", &labels, lag);
+        } else {
+            metrics.remove_gauge("keyway_group_lag", &labels);
+        }
+        if !removed.is_empty() {
+            metrics.count(
+                "keyway_consumers_removed_total",
+                &labels,
+                removed.len() as u64,
+            );
+            tracing::info!(
+                topic = %self.sub.topic,
+                group = %self.sub.group,
+                "removed {} consumer(s) idle for {} or more with nothing pending: {}",
+                removed.len(),
+                super::config::format_duration(inner.config.redis.consumer_idle_removal),
+                removed.join(", ")
+            );
+        }
+        Ok(())
+    }
+
     async fn recover(
         &self,
         count: usize,
         in_flight: &[String],
     ) -> Result<Vec<Claimed>, TransportError> {
         let mut args = self.head_args();
-        args.push((count as i64).into());
+        args.push(count_arg(count).into());
         args.extend(in_flight.iter().map(|id| Value::from(id.as_str())));
         let reply: Value = self
             .backend
@@ -1093,9 +1343,9 @@ impl LoopContext {
     ) -> Result<String, TransportError> {
         let mut args = self.head_args();
         args.push(entry.into());
-        args.push((epoch as i64).into());
+        args.push(i64::try_from(epoch).unwrap_or(i64::MAX).into());
         args.push(action.as_str().into());
-        args.push((delay.as_millis() as i64).into());
+        args.push(millis(delay).into());
         args.push(reason.into());
         for (k, v) in detail {
             args.push(k.as_str().into());

@@ -3,9 +3,16 @@
 //!
 //! ```toml
 //! [redis]
-//! url = "redis://127.0.0.1:6379"
-//! dedup_ttl = "24h"               # how long publish remembers (topic, partition key, id)
-//! eviction_policy = "warn"        # or "refuse" to start unless maxmemory-policy is noeviction
+//! url = "rediss://redis.internal:6380"  # rediss:// is TLS; redis:// is plaintext
+//! username = "keyway"                   # ACL user (default: the URL's, else `default`)
+//! password_file = "/run/secrets/redis"  # the password, kept out of the URL and this file
+//! tls_ca_file = "/etc/keyway/redis-ca.pem"  # trust this CA instead of the system roots
+//! tls_cert_file = "/etc/keyway/client.pem"  # client certificate, for `tls-auth-clients yes`
+//! tls_key_file = "/etc/keyway/client.key"   # its private key (PKCS#8, PKCS#1 or SEC1 PEM)
+//! tls_server_name = "redis.internal"    # the name the certificate must carry (default: host)
+//! dedup_ttl = "24h"                     # how long publish remembers (topic, partition key, id)
+//! eviction_policy = "warn"              # or "refuse" to start unless maxmemory-policy is noeviction
+//! consumer_idle_removal = "1h"          # remove consumers idle this long with nothing pending
 //!
 //! [topics]                        # topic key = stream name
 //! runway-merge = "runway-merge"
@@ -26,12 +33,29 @@
 //! preset = "dead-letter-consumer" # no DLQ of its own, 1000 attempts, every error retried
 //! ```
 //!
-//! Environment: `KEYWAY__<SECTION>__<KEY>...=value` overrides a value (segments match keys
-//! case-insensitively, `_` matching `-`), e.g. `KEYWAY__REDIS__URL=redis://10.0.0.5:6379` or
-//! `KEYWAY__SUBSCRIPTIONS__MERGESIGNAL__BATCH_SIZE=50`.
+//! - Durations are `250ms`, `60s`, `5m`, `24h`, `7d` or a whole number of seconds; every
+//!   duration and count has a range (see [`RANGES`]), checked when the file is loaded and again
+//!   when the backend connects (a configuration built in code gets the same checks), so no
+//!   value can overflow the arithmetic done with it.
+//! - Environment: `KEYWAY__<SECTION>__<KEY>...=value` overrides a value (segments match keys
+//!   case-insensitively, `_` matching `-`), e.g. `KEYWAY__REDIS__URL=redis://10.0.0.5:6379`
+//!   or `KEYWAY__SUBSCRIPTIONS__MERGESIGNAL__BATCH_SIZE=50`.
+//! - The password, lowest precedence first: the URL's (`redis://:pw@host`), the file named by
+//!   `redis.password_file`, the file named by `REDIS_PASSWORD_FILE`, the value of
+//!   `REDIS_PASSWORD`. The environment wins over the file, as every override does; setting
+//!   both `REDIS_PASSWORD` and `REDIS_PASSWORD_FILE` is an error. A password file holds the
+//!   password alone; one trailing newline is dropped. There is no `redis.password` key: a
+//!   password does not belong in a configuration file.
+//! - Secrets are never shown: `Debug` and `Display` of [`RedisConfig`], every error and every
+//!   log line show URLs through [`redact_url`] and a password as `***`.
+//! - TLS: a `rediss` scheme verifies the server's certificate against the system roots, or
+//!   against `tls_ca_file` alone when it is given, for the URL's host or `tls_server_name`. The
+//!   `tls_*` keys with a plaintext `redis://` URL are an error rather than a silent plaintext
+//!   connection.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::topic::is_valid_topic_name;
@@ -60,11 +84,74 @@ pub enum EvictionCheck {
     Refuse,
 }
 
-/// Connection and server-wide settings.
-#[derive(Debug, Clone, PartialEq)]
+/// A password, never shown: `Debug` and `Display` print `***`. It remembers where it came
+/// from, so an authentication error can say which source to fix.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password {
+    value: String,
+    origin: String,
+}
+
+impl Password {
+    /// A password given in code.
+    pub fn new(value: impl Into<String>) -> Self {
+        Password::with_origin(value, "the configuration")
+    }
+
+    fn with_origin(value: impl Into<String>, origin: impl Into<String>) -> Self {
+        Password {
+            value: value.into(),
+            origin: origin.into(),
+        }
+    }
+
+    /// The password itself, for the connection only.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// Where it came from, e.g. `REDIS_PASSWORD` or `redis.password_file (/run/secrets/redis)`.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Password(***, from {})", self.origin)
+    }
+}
+
+impl fmt::Display for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Connection and server-wide settings. `Debug` and `Display` show the URL without its
+/// password and never show a password.
+#[derive(Clone, PartialEq)]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]`.
+    /// `redis://host:port[/db]`, `rediss://` for TLS (also the `-cluster` and `-sentinel`
+    /// forms).
     pub url: String,
+    /// The ACL user, instead of the URL's. Default none: the URL's, else `default`.
+    pub username: Option<String>,
+    /// The password, instead of the URL's and `password_file` (`REDIS_PASSWORD`). Default none.
+    pub password: Option<Password>,
+    /// A file holding the password, instead of the URL's (`redis.password_file`,
+    /// `REDIS_PASSWORD_FILE`); read when connecting. Default none.
+    pub password_file: Option<PathBuf>,
+    /// PEM file of the CA certificates to trust instead of the system roots (TLS only).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate chain, for servers that verify clients (TLS only;
+    /// needs `tls_key_file`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key (TLS only; needs `tls_cert_file`).
+    pub tls_key_file: Option<PathBuf>,
+    /// The name the server's certificate must be valid for (and the SNI sent), instead of the
+    /// URL's host: for a server reached by an address its certificate does not name.
+    pub tls_server_name: Option<String>,
     /// Prefix of every key Keyway writes. Default `kw`.
     pub key_prefix: String,
     /// How long publish remembers a (topic, partition key, id). Default 24 h; it outlives
@@ -74,21 +161,95 @@ pub struct RedisConfig {
     pub eviction_policy: EvictionCheck,
     /// How long shutdown waits for in-flight deliveries before releasing them. Default 30 s.
     pub shutdown_deadline: Duration,
-    /// How often a subscription trims its stream. Default 10 s.
+    /// How often a subscription trims its stream and looks after its group (removes idle
+    /// consumers, reports the group's health). Default 10 s.
     pub trim_interval: Duration,
+    /// A consumer of a group with nothing pending and idle this long is removed from the group
+    /// (a process that stopped or crashed leaves its consumer behind; its pending entries are
+    /// first reclaimed by others after the visibility timeout). Default 1 h.
+    pub consumer_idle_removal: Duration,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
+            username: None,
+            password: None,
+            password_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_server_name: None,
             key_prefix: "kw".into(),
             dedup_ttl: Duration::from_secs(24 * 3600),
             eviction_policy: EvictionCheck::Warn,
             shutdown_deadline: Duration::from_secs(30),
             trim_interval: Duration::from_secs(10),
+            consumer_idle_removal: Duration::from_secs(3600),
         }
     }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("password_file", &self.password_file)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("key_prefix", &self.key_prefix)
+            .field("dedup_ttl", &self.dedup_ttl)
+            .field("eviction_policy", &self.eviction_policy)
+            .field("shutdown_deadline", &self.shutdown_deadline)
+            .field("trim_interval", &self.trim_interval)
+            .field("consumer_idle_removal", &self.consumer_idle_removal)
+            .finish()
+    }
+}
+
+/// One line for a log: `rediss://app:***@host:6380 (user app, password from REDIS_PASSWORD,
+/// TLS with CA file /etc/ca.pem)`.
+impl fmt::Display for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.url))?;
+        let mut notes = Vec::new();
+        if let Some(user) = &self.username {
+            notes.push(format!("user {user}"));
+        }
+        if let Some(password) = &self.password {
+            notes.push(format!("password from {}", password.origin()));
+        } else if let Some(path) = &self.password_file {
+            notes.push(format!("password from file {}", path.display()));
+        }
+        if uses_tls(&self.url) {
+            let mut tls = match &self.tls_ca_file {
+                Some(ca) => format!("TLS with CA file {}", ca.display()),
+                None => "TLS with the system roots".to_owned(),
+            };
+            if let Some(cert) = &self.tls_cert_file {
+                tls.push_str(&format!(", client certificate {}", cert.display()));
+            }
+            if let Some(name) = &self.tls_server_name {
+                tls.push_str(&format!(", server name {name}"));
+            }
+            notes.push(tls);
+        }
+        if !notes.is_empty() {
+            write!(f, " ({})", notes.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `url` has a TLS scheme (`rediss`, `rediss-cluster`, `rediss-sentinel`).
+pub fn uses_tls(url: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(scheme, _)| scheme.to_ascii_lowercase().starts_with("rediss"))
 }
 
 /// The URL schemes a Redis connection accepts: plain, TLS, cluster and sentinel forms.
@@ -239,6 +400,11 @@ impl ConfigError {
     pub fn key(&self) -> &str {
         &self.key
     }
+
+    /// What is wrong, without the key.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -253,23 +419,324 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Parse a duration: `250ms`, `60s`, `5m`, `24h`, or a whole number of seconds.
+/// Parse a duration: `250ms`, `60s`, `5m`, `24h`, `7d`, or a whole number of seconds. `None`
+/// for anything else, including a duration too long to represent.
 pub fn parse_duration(text: &str) -> Option<Duration> {
+    match read_duration(text) {
+        Read::Duration(d) => Some(d),
+        Read::TooLong | Read::Invalid => None,
+    }
+}
+
+enum Read {
+    Duration(Duration),
+    /// Well formed, but beyond what a `Duration` holds.
+    TooLong,
+    Invalid,
+}
+
+fn read_duration(text: &str) -> Read {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().ok()?;
+    let Ok(value) = number.parse::<f64>() else {
+        return Read::Invalid;
+    };
     let scale = match unit {
         "ms" => 0.001,
         "" | "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        _ => return None,
+        "d" => 86_400.0,
+        _ => return Read::Invalid,
     };
     let secs = value * scale;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    if !secs.is_finite() || secs < 0.0 {
+        return Read::Invalid;
+    }
+    Duration::try_from_secs_f64(secs).map_or(Read::TooLong, Read::Duration)
+}
+
+/// A duration as a person would write it: `250ms`, `60s`, `5m`, `24h`, `365d`; one that is not
+/// a whole number of milliseconds as `Debug` shows it.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if Duration::from_millis(ms.min(u64::MAX as u128) as u64) != d {
+        return format!("{d:?}");
+    }
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms > 0 && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    if ms == 0 {
+        "0s".to_owned()
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// The values a duration key accepts, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// The least.
+    pub min: Duration,
+    /// The most.
+    pub max: Duration,
+}
+
+impl Bounds {
+    const fn new(min: Duration, max: Duration) -> Bounds {
+        Bounds { min, max }
+    }
+
+    /// Whether `d` is within.
+    pub fn contains(&self, d: Duration) -> bool {
+        self.min <= d && d <= self.max
+    }
+}
+
+impl fmt::Display for Bounds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}..={}",
+            format_duration(self.min),
+            format_duration(self.max)
+        )
+    }
+}
+
+const fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 86_400)
+}
+
+/// `redis.dedup_ttl`: the dedup key's `PX`, so at least a second and at most a year.
+pub const DEDUP_TTL: Bounds = Bounds::new(Duration::from_secs(1), days(365));
+/// `redis.shutdown_deadline`.
+pub const SHUTDOWN_DEADLINE: Bounds = Bounds::new(Duration::ZERO, Duration::from_secs(3600));
+/// `redis.trim_interval`: more often than every 10 ms would be a busy loop.
+pub const TRIM_INTERVAL: Bounds = Bounds::new(Duration::from_millis(10), days(1));
+/// `redis.consumer_idle_removal`.
+pub const CONSUMER_IDLE_REMOVAL: Bounds = Bounds::new(Duration::from_secs(1), days(365));
+/// `subscriptions.<name>.visibility_timeout`.
+pub const VISIBILITY_TIMEOUT: Bounds = Bounds::new(Duration::from_millis(10), days(7));
+/// `subscriptions.<name>.backoff.initial` and `.max`.
+pub const BACKOFF: Bounds = Bounds::new(Duration::ZERO, days(1));
+/// `subscriptions.<name>.batch_size` and `.max_attempts`: 1 to this.
+pub const COUNT_MAX: u64 = 1_000_000;
+/// `subscriptions.<name>.backoff.multiplier`.
+pub const MULTIPLIER: std::ops::RangeInclusive<f64> = 1.0..=100.0;
+
+/// Every duration key and its bounds (`<name>` is a subscription's name).
+pub const RANGES: [(&str, Bounds); 7] = [
+    ("redis.dedup_ttl", DEDUP_TTL),
+    ("redis.shutdown_deadline", SHUTDOWN_DEADLINE),
+    ("redis.trim_interval", TRIM_INTERVAL),
+    ("redis.consumer_idle_removal", CONSUMER_IDLE_REMOVAL),
+    (
+        "subscriptions.<name>.visibility_timeout",
+        VISIBILITY_TIMEOUT,
+    ),
+    ("subscriptions.<name>.backoff.initial", BACKOFF),
+    ("subscriptions.<name>.backoff.max", BACKOFF),
+];
+
+fn in_bounds(
+    at: &str,
+    d: Duration,
+    shown: impl fmt::Display,
+    bounds: Bounds,
+) -> Result<Duration, ConfigError> {
+    if bounds.contains(d) {
+        Ok(d)
+    } else {
+        Err(out_of_range(at, shown, bounds))
+    }
+}
+
+fn out_of_range(at: &str, shown: impl fmt::Display, bounds: impl fmt::Display) -> ConfigError {
+    ConfigError::new(at, format!("{shown} is out of range ({bounds})"))
+}
+
+impl RedisConfig {
+    /// Check every value against its range and the TLS and credential keys against each
+    /// other; each problem names its key. Files are not read here.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        for (key, value, bounds) in [
+            ("redis.dedup_ttl", self.dedup_ttl, DEDUP_TTL),
+            (
+                "redis.shutdown_deadline",
+                self.shutdown_deadline,
+                SHUTDOWN_DEADLINE,
+            ),
+            ("redis.trim_interval", self.trim_interval, TRIM_INTERVAL),
+            (
+                "redis.consumer_idle_removal",
+                self.consumer_idle_removal,
+                CONSUMER_IDLE_REMOVAL,
+            ),
+        ] {
+            in_bounds(key, value, format_duration(value), bounds)?;
+        }
+        check_url_scheme(&self.url)?;
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "redis.tls_key_file",
+                    "is required with redis.tls_cert_file (the client certificate's private key)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "redis.tls_cert_file",
+                    "is required with redis.tls_key_file (the certificate of the private key)",
+                ))
+            }
+            _ => {}
+        }
+        if self.username.as_deref() == Some("") {
+            return Err(ConfigError::new("redis.username", "must not be empty"));
+        }
+        if self.tls_server_name.as_deref() == Some("") {
+            return Err(ConfigError::new(
+                "redis.tls_server_name",
+                "must not be empty",
+            ));
+        }
+        if self.key_prefix.is_empty() {
+            return Err(ConfigError::new("redis.key_prefix", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The `tls_*` keys that are set (by key name), for refusing them on a plaintext URL.
+    pub fn tls_keys_set(&self) -> Vec<&'static str> {
+        [
+            ("redis.tls_ca_file", self.tls_ca_file.is_some()),
+            ("redis.tls_cert_file", self.tls_cert_file.is_some()),
+            ("redis.tls_key_file", self.tls_key_file.is_some()),
+            ("redis.tls_server_name", self.tls_server_name.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
+
+    /// Take the password from the environment: `REDIS_PASSWORD` (the password) or
+    /// `REDIS_PASSWORD_FILE` (a file holding it), over `password_file` and the URL's. Both set
+    /// is an error; an empty value counts as unset.
+    pub fn apply_password_env<I, K, V>(&mut self, env: I) -> Result<(), ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let (mut value, mut file) = (None, None);
+        for (name, v) in env {
+            match name.as_ref() {
+                "REDIS_PASSWORD" if !v.as_ref().is_empty() => value = Some(v.as_ref().to_owned()),
+                "REDIS_PASSWORD_FILE" if !v.as_ref().is_empty() => {
+                    file = Some(PathBuf::from(v.as_ref()))
+                }
+                _ => {}
+            }
+        }
+        match (value, file) {
+            (Some(_), Some(_)) => Err(ConfigError::new(
+                "REDIS_PASSWORD",
+                "REDIS_PASSWORD and REDIS_PASSWORD_FILE are both set: set one of them",
+            )),
+            (Some(value), None) => {
+                self.password = Some(Password::with_origin(value, "REDIS_PASSWORD"));
+                Ok(())
+            }
+            (None, Some(path)) => {
+                self.password_file = Some(path);
+                Ok(())
+            }
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// The password to connect with when not the URL's: `password`, else the contents of
+    /// `password_file`; `None` leaves the URL's (if any). A file that cannot be read, is not
+    /// UTF-8 or is empty is an error naming the file (never its contents).
+    pub fn resolve_password(&self) -> Result<Option<Password>, ConfigError> {
+        if let Some(password) = &self.password {
+            return Ok(Some(password.clone()));
+        }
+        let Some(path) = &self.password_file else {
+            return Ok(None);
+        };
+        let key = "redis.password_file";
+        let bytes = std::fs::read(path)
+            .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ConfigError::new(key, format!("{} is not UTF-8", path.display())))?;
+        let password = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        if password.is_empty() {
+            return Err(ConfigError::new(
+                key,
+                format!("{} is empty", path.display()),
+            ));
+        }
+        Ok(Some(Password::with_origin(
+            password,
+            format!("password file {}", path.display()),
+        )))
+    }
+}
+
+/// Check a subscription's values against their ranges; `at` is its dotted key
+/// (`subscriptions.<name>`).
+pub fn check_subscription(at: &str, sub: &SubscriptionConfig) -> Result<(), ConfigError> {
+    for (key, value) in [
+        ("batch_size", sub.batch_size as u64),
+        ("max_attempts", u64::from(sub.max_attempts)),
+    ] {
+        if !(1..=COUNT_MAX).contains(&value) {
+            return Err(ConfigError::new(
+                &format!("{at}.{key}"),
+                format!("expected an integer from 1 to {COUNT_MAX}, found {value}"),
+            ));
+        }
+    }
+    for (key, value, bounds) in [
+        (
+            "visibility_timeout",
+            sub.visibility_timeout,
+            VISIBILITY_TIMEOUT,
+        ),
+        ("backoff.initial", sub.backoff.initial, BACKOFF),
+        ("backoff.max", sub.backoff.max, BACKOFF),
+    ] {
+        in_bounds(
+            &format!("{at}.{key}"),
+            value,
+            format_duration(value),
+            bounds,
+        )?;
+    }
+    let m = sub.backoff.multiplier;
+    if !MULTIPLIER.contains(&m) {
+        return Err(out_of_range(
+            &format!("{at}.backoff.multiplier"),
+            m,
+            "1..=100",
+        ));
+    }
+    Ok(())
 }
 
 impl Config {
@@ -291,8 +758,9 @@ impl Config {
         let mut table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::new("", format!("invalid TOML: {e}")))?;
-        for (name, value) in env {
-            apply_override(&mut table, &name, &value)?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        for (name, value) in &env {
+            apply_override(&mut table, name, value)?;
         }
         let mut theirs = toml::Table::new();
         for section in sections {
@@ -300,7 +768,23 @@ impl Config {
                 theirs.insert((*section).to_owned(), value);
             }
         }
-        Ok((Config::from_table(&table)?, theirs))
+        let mut config = Config::from_table(&table)?;
+        config.redis.apply_password_env(env)?;
+        // The files are read now, so a missing or broken one stops the start with its name;
+        // they are read again when connecting.
+        config.redis.resolve_password()?;
+        super::tls::check_files(&config.redis)?;
+        Ok((config, theirs))
+    }
+
+    /// Check every value against its range (see [`RANGES`]) and the keys against each other,
+    /// as loading does; for a configuration built in code. Files are not read.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.redis.check()?;
+        for (name, sub) in &self.subscriptions {
+            check_subscription(&format!("subscriptions.{name}"), sub)?;
+        }
+        Ok(())
     }
 
     /// Read a TOML file, with overrides from the process environment.
@@ -338,12 +822,35 @@ impl Config {
                                 check_url_scheme(url)?;
                                 redis.url = url.to_owned();
                             }
-                            "key_prefix" => redis.key_prefix = as_str(&at, value)?.to_owned(),
-                            "dedup_ttl" => redis.dedup_ttl = as_duration(&at, value)?,
-                            "shutdown_deadline" => {
-                                redis.shutdown_deadline = as_duration(&at, value)?
+                            "username" => redis.username = Some(as_str(&at, value)?.to_owned()),
+                            "password" => {
+                                return Err(ConfigError::new(
+                                    &at,
+                                    "is not a key: keep the password out of the configuration file, \
+                                     in a file named by redis.password_file or REDIS_PASSWORD_FILE, \
+                                     or in REDIS_PASSWORD",
+                                ))
                             }
-                            "trim_interval" => redis.trim_interval = as_duration(&at, value)?,
+                            "password_file" => redis.password_file = Some(as_path(&at, value)?),
+                            "tls_ca_file" => redis.tls_ca_file = Some(as_path(&at, value)?),
+                            "tls_cert_file" => redis.tls_cert_file = Some(as_path(&at, value)?),
+                            "tls_key_file" => redis.tls_key_file = Some(as_path(&at, value)?),
+                            "tls_server_name" => {
+                                redis.tls_server_name = Some(as_str(&at, value)?.to_owned())
+                            }
+                            "key_prefix" => redis.key_prefix = as_str(&at, value)?.to_owned(),
+                            "dedup_ttl" => redis.dedup_ttl = as_duration(&at, value, DEDUP_TTL)?,
+                            "shutdown_deadline" => {
+                                redis.shutdown_deadline =
+                                    as_duration(&at, value, SHUTDOWN_DEADLINE)?
+                            }
+                            "trim_interval" => {
+                                redis.trim_interval = as_duration(&at, value, TRIM_INTERVAL)?
+                            }
+                            "consumer_idle_removal" => {
+                                redis.consumer_idle_removal =
+                                    as_duration(&at, value, CONSUMER_IDLE_REMOVAL)?
+                            }
                             "eviction_policy" => {
                                 redis.eviction_policy = match as_str(&at, value)? {
                                     "warn" => EvictionCheck::Warn,
@@ -378,12 +885,7 @@ impl Config {
                 _ => return Err(unknown(section)),
             }
         }
-        if redis.dedup_ttl.is_zero() {
-            return Err(ConfigError::new(
-                "redis.dedup_ttl",
-                "must be more than zero",
-            ));
-        }
+        redis.check()?;
         for (name, sub) in &subscriptions {
             if registry.stream(&sub.topic).is_none() {
                 return Err(ConfigError::new(
@@ -430,13 +932,10 @@ fn subscription(at: &str, table: &toml::Table) -> Result<SubscriptionConfig, Con
         let key_at = format!("{at}.{key}");
         match key.as_str() {
             "topic" | "group" | "preset" => {}
-            "batch_size" => sub.batch_size = as_positive(&key_at, value)? as usize,
-            "max_attempts" => sub.max_attempts = as_positive(&key_at, value)? as u32,
+            "batch_size" => sub.batch_size = as_count(&key_at, value)? as usize,
+            "max_attempts" => sub.max_attempts = as_count(&key_at, value)? as u32,
             "visibility_timeout" => {
-                sub.visibility_timeout = as_duration(&key_at, value)?;
-                if sub.visibility_timeout < Duration::from_millis(10) {
-                    return Err(ConfigError::new(&key_at, "must be at least 10ms"));
-                }
+                sub.visibility_timeout = as_duration(&key_at, value, VISIBILITY_TIMEOUT)?
             }
             "dead_letter" => sub.dead_letter = as_bool(&key_at, value)?,
             "retry_every_error" => sub.retry_every_error = as_bool(&key_at, value)?,
@@ -444,16 +943,16 @@ fn subscription(at: &str, table: &toml::Table) -> Result<SubscriptionConfig, Con
                 for (bkey, bvalue) in as_table(&key_at, value)? {
                     let b_at = format!("{key_at}.{bkey}");
                     match bkey.as_str() {
-                        "initial" => sub.backoff.initial = as_duration(&b_at, bvalue)?,
-                        "max" => sub.backoff.max = as_duration(&b_at, bvalue)?,
+                        "initial" => sub.backoff.initial = as_duration(&b_at, bvalue, BACKOFF)?,
+                        "max" => sub.backoff.max = as_duration(&b_at, bvalue, BACKOFF)?,
                         "multiplier" => {
                             let m = match bvalue {
                                 toml::Value::Float(f) => *f,
                                 toml::Value::Integer(i) => *i as f64,
                                 other => return Err(wrong(&b_at, "a number", other)),
                             };
-                            if !(1.0..=100.0).contains(&m) {
-                                return Err(ConfigError::new(&b_at, "must be between 1 and 100"));
+                            if !MULTIPLIER.contains(&m) {
+                                return Err(out_of_range(&b_at, m, "1..=100"));
                             }
                             sub.backoff.multiplier = m;
                         }
@@ -502,26 +1001,41 @@ fn as_bool(at: &str, v: &toml::Value) -> Result<bool, ConfigError> {
     v.as_bool().ok_or_else(|| wrong(at, "true or false", v))
 }
 
-fn as_positive(at: &str, v: &toml::Value) -> Result<u64, ConfigError> {
+fn as_path(at: &str, v: &toml::Value) -> Result<PathBuf, ConfigError> {
+    match as_str(at, v)? {
+        "" => Err(ConfigError::new(at, "must not be empty")),
+        path => Ok(PathBuf::from(path)),
+    }
+}
+
+fn as_count(at: &str, v: &toml::Value) -> Result<u64, ConfigError> {
     match v.as_integer() {
-        Some(n) if (1..=1_000_000).contains(&n) => Ok(n as u64),
+        Some(n) if n >= 1 && n as u64 <= COUNT_MAX => Ok(n as u64),
         Some(n) => Err(ConfigError::new(
             at,
-            format!("expected an integer from 1 to 1000000, found {n}"),
+            format!("expected an integer from 1 to {COUNT_MAX}, found {n}"),
         )),
         None => Err(wrong(at, "a positive integer", v)),
     }
 }
 
-fn as_duration(at: &str, v: &toml::Value) -> Result<Duration, ConfigError> {
+/// A duration (a string with a unit, or whole seconds) within `bounds`.
+fn as_duration(at: &str, v: &toml::Value, bounds: Bounds) -> Result<Duration, ConfigError> {
     match v {
-        toml::Value::Integer(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
-        toml::Value::String(s) => parse_duration(s).ok_or_else(|| {
-            ConfigError::new(
+        toml::Value::Integer(n) => match u64::try_from(*n) {
+            Ok(secs) => in_bounds(at, Duration::from_secs(secs), format!("{n}s"), bounds),
+            Err(_) => Err(out_of_range(at, format!("{n}s"), bounds)),
+        },
+        toml::Value::String(s) => match read_duration(s) {
+            Read::Duration(d) => in_bounds(at, d, s.trim(), bounds),
+            Read::TooLong => Err(out_of_range(at, s.trim(), bounds)),
+            Read::Invalid => Err(ConfigError::new(
                 at,
-                format!("expected a duration such as \"250ms\", \"60s\", \"5m\" or \"24h\", found {s:?}"),
-            )
-        }),
+                format!(
+                    "expected a duration such as \"250ms\", \"60s\", \"5m\", \"24h\" or \"7d\", found {s:?}"
+                ),
+            )),
+        },
         other => Err(wrong(at, "a duration such as \"60s\"", other)),
     }
 }
@@ -726,5 +1240,283 @@ mod tests {
         assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
         assert_eq!(parse_duration("10 parsecs"), None);
         assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86400)));
+        // Too long for a `Duration`: no panic, no value.
+        assert_eq!(parse_duration("100000000000000000000"), None);
+        assert_eq!(parse_duration("1e400"), None);
+        for (d, shown) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(300), "5m"),
+            (Duration::from_secs(86400), "1d"),
+            (Duration::from_nanos(1), "1ns"),
+        ] {
+            assert_eq!(format_duration(d), shown);
+        }
+    }
+
+    fn error(text: &str) -> String {
+        Config::from_toml(text, env(&[])).unwrap_err().to_string()
+    }
+
+    const SUB: &str = "[topics]\na = \"a\"\n[subscriptions.x]\ntopic = \"a\"\ngroup = \"g\"\n";
+
+    #[test]
+    fn every_duration_and_count_is_range_checked_at_load() {
+        for (text, message) in [
+            (
+                "[redis]\ndedup_ttl = \"100000000000000000000\"".to_owned(),
+                "config key `redis.dedup_ttl`: 100000000000000000000 is out of range (1s..=365d)",
+            ),
+            (
+                "[redis]\ndedup_ttl = \"3000000000000h\"".to_owned(),
+                "config key `redis.dedup_ttl`: 3000000000000h is out of range (1s..=365d)",
+            ),
+            (
+                "[redis]\ndedup_ttl = 0".to_owned(),
+                "config key `redis.dedup_ttl`: 0s is out of range (1s..=365d)",
+            ),
+            (
+                "[redis]\ndedup_ttl = \"500ms\"".to_owned(),
+                "config key `redis.dedup_ttl`: 500ms is out of range (1s..=365d)",
+            ),
+            (
+                "[redis]\nshutdown_deadline = \"2h\"".to_owned(),
+                "config key `redis.shutdown_deadline`: 2h is out of range (0s..=1h)",
+            ),
+            (
+                "[redis]\ntrim_interval = \"1ms\"".to_owned(),
+                "config key `redis.trim_interval`: 1ms is out of range (10ms..=1d)",
+            ),
+            (
+                "[redis]\nconsumer_idle_removal = -5".to_owned(),
+                "config key `redis.consumer_idle_removal`: -5s is out of range (1s..=365d)",
+            ),
+            (
+                format!("{SUB}visibility_timeout = 9223372036854775807"),
+                "config key `subscriptions.x.visibility_timeout`: 9223372036854775807s is out of range (10ms..=7d)",
+            ),
+            (
+                format!("{SUB}visibility_timeout = \"5ms\""),
+                "config key `subscriptions.x.visibility_timeout`: 5ms is out of range (10ms..=7d)",
+            ),
+            (
+                format!("{SUB}backoff = {{ initial = \"2d\" }}"),
+                "config key `subscriptions.x.backoff.initial`: 2d is out of range (0s..=1d)",
+            ),
+            (
+                format!("{SUB}backoff = {{ max = \"1000000000000000000000000s\" }}"),
+                "config key `subscriptions.x.backoff.max`: 1000000000000000000000000s is out of range (0s..=1d)",
+            ),
+            (
+                format!("{SUB}backoff = {{ multiplier = 1000 }}"),
+                "config key `subscriptions.x.backoff.multiplier`: 1000 is out of range (1..=100)",
+            ),
+            (
+                format!("{SUB}batch_size = 1000001"),
+                "config key `subscriptions.x.batch_size`: expected an integer from 1 to 1000000, found 1000001",
+            ),
+            (
+                format!("{SUB}max_attempts = -1"),
+                "config key `subscriptions.x.max_attempts`: expected an integer from 1 to 1000000, found -1",
+            ),
+        ] {
+            assert_eq!(error(&text), message, "{text}");
+        }
+        // The bounds themselves load.
+        let edges = format!(
+            "[redis]\ndedup_ttl = \"365d\"\nshutdown_deadline = 0\ntrim_interval = \"10ms\"\n\
+             consumer_idle_removal = \"1s\"\n{SUB}visibility_timeout = \"7d\"\n\
+             backoff = {{ initial = 0, max = \"24h\", multiplier = 100 }}"
+        );
+        let c = Config::from_toml(&edges, env(&[])).unwrap();
+        assert_eq!(c.redis.dedup_ttl, Duration::from_secs(365 * 86400));
+        assert_eq!(
+            c.subscriptions["x"].visibility_timeout,
+            Duration::from_secs(7 * 86400)
+        );
+        assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn a_configuration_built_in_code_gets_the_same_checks() {
+        let mut c = Config::from_toml(SUB, env(&[])).unwrap();
+        c.redis.dedup_ttl = Duration::MAX;
+        let e = c.check().unwrap_err();
+        assert_eq!(e.key(), "redis.dedup_ttl");
+        assert!(e.message().ends_with("is out of range (1s..=365d)"), "{e}");
+        c.redis.dedup_ttl = Duration::from_secs(60);
+        c.subscriptions.get_mut("x").unwrap().visibility_timeout = Duration::ZERO;
+        assert_eq!(
+            c.check().unwrap_err().to_string(),
+            "config key `subscriptions.x.visibility_timeout`: 0s is out of range (10ms..=7d)"
+        );
+        let sub = c.subscriptions.get_mut("x").unwrap();
+        sub.visibility_timeout = Duration::from_secs(1);
+        sub.backoff.multiplier = f64::NAN;
+        assert_eq!(
+            c.check().unwrap_err().key(),
+            "subscriptions.x.backoff.multiplier"
+        );
+        // Every bound in the table is checked by some key.
+        for (key, bounds) in RANGES {
+            assert!(bounds.min <= bounds.max, "{key}");
+        }
+    }
+
+    #[test]
+    fn tls_and_credential_keys_load_and_pair() {
+        let c = Config::from_toml(
+            "[redis]\nurl = \"rediss://h:6380\"\nusername = \"app\"\ntls_server_name = \"redis.internal\"",
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.redis.username.as_deref(), Some("app"));
+        assert_eq!(c.redis.tls_server_name.as_deref(), Some("redis.internal"));
+        assert!(uses_tls(&c.redis.url));
+        assert!(!uses_tls("redis://h"));
+        assert!(uses_tls("REDISS-CLUSTER://h"));
+        assert_eq!(c.redis.tls_keys_set(), ["redis.tls_server_name"]);
+        for (text, message) in [
+            (
+                "[redis]\ntls_cert_file = \"/nonexistent/c.pem\"",
+                "config key `redis.tls_key_file`: is required with redis.tls_cert_file",
+            ),
+            (
+                "[redis]\ntls_key_file = \"/nonexistent/k.pem\"",
+                "config key `redis.tls_cert_file`: is required with redis.tls_key_file",
+            ),
+            (
+                "[redis]\ntls_ca_file = \"/nonexistent/ca.pem\"",
+                "config key `redis.tls_ca_file`: cannot read /nonexistent/ca.pem: ",
+            ),
+            (
+                "[redis]\ntls_server_name = \"not a name\"",
+                "config key `redis.tls_server_name`: \"not a name\" is not a DNS name or an IP address",
+            ),
+            (
+                "[redis]\npassword = \"hunter2\"",
+                "config key `redis.password`: is not a key: keep the password out of the configuration file",
+            ),
+            (
+                "[redis]\npassword_file = \"/nonexistent/pw\"",
+                "config key `redis.password_file`: cannot read /nonexistent/pw: ",
+            ),
+            ("[redis]\nusername = \"\"", "config key `redis.username`: must not be empty"),
+        ] {
+            let e = error(text);
+            assert!(e.starts_with(message), "{text}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
+    fn scratch(name: &str, contents: &[u8]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("keyway-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    #[test]
+    fn broken_pem_files_are_named() {
+        let junk = scratch("junk.pem", b"not a certificate\n");
+        let bad = scratch(
+            "bad.pem",
+            b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        );
+        for (key, path, problem) in [
+            ("tls_ca_file", &junk, "no certificate in it"),
+            ("tls_ca_file", &bad, "not valid PEM"),
+        ] {
+            let text = format!("[redis]\n{key} = {:?}", path.display().to_string());
+            let e = error(&text);
+            assert!(
+                e.starts_with(&format!("config key `redis.{key}`: {}: ", path.display())),
+                "{e}"
+            );
+            assert!(e.contains(problem), "{e}");
+        }
+        let text = format!(
+            "[redis]\ntls_cert_file = {:?}\ntls_key_file = {:?}",
+            bad.display().to_string(),
+            junk.display().to_string()
+        );
+        assert!(error(&text).starts_with("config key `redis.tls_cert_file`"));
+    }
+
+    #[test]
+    fn the_password_comes_from_the_url_a_file_or_the_environment() {
+        let file = scratch("password", b"s3cret\n");
+        let other = scratch("other", b"from-env-file\r\n");
+        let empty = scratch("empty", b"\n");
+        let toml = format!(
+            "[redis]\nurl = \"redis://:in-url@h\"\npassword_file = {:?}",
+            file.display().to_string()
+        );
+        let password = |vars: &[(&str, &str)]| {
+            let c = Config::from_toml(&toml, env(vars)).unwrap();
+            let p = c.redis.resolve_password().unwrap().unwrap();
+            (p.expose().to_owned(), p.origin().to_owned())
+        };
+        // URL < redis.password_file < REDIS_PASSWORD_FILE < REDIS_PASSWORD.
+        assert_eq!(
+            password(&[]),
+            ("s3cret".into(), format!("password file {}", file.display()))
+        );
+        let other_path = other.display().to_string();
+        assert_eq!(
+            password(&[("REDIS_PASSWORD_FILE", other_path.as_str())]).0,
+            "from-env-file"
+        );
+        assert_eq!(
+            password(&[("REDIS_PASSWORD", "from-env"), ("REDIS_PASSWORD_FILE", "")]),
+            ("from-env".into(), "REDIS_PASSWORD".into())
+        );
+        let e = Config::from_toml(
+            &toml,
+            env(&[
+                ("REDIS_PASSWORD", "x"),
+                ("REDIS_PASSWORD_FILE", other_path.as_str()),
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("both set"), "{e}");
+        let none = Config::from_toml("[redis]\nurl = \"redis://:in-url@h\"", env(&[])).unwrap();
+        assert_eq!(none.redis.resolve_password().unwrap(), None);
+        let e = error(&format!(
+            "[redis]\npassword_file = {:?}",
+            empty.display().to_string()
+        ));
+        assert!(e.ends_with("is empty"), "{e}");
+    }
+
+    #[test]
+    fn debug_and_display_never_show_a_password() {
+        let file = scratch("shown", b"file-secret\n");
+        let toml = format!(
+            "[redis]\nurl = \"rediss://app:url-secret@h:6380\"\npassword_file = {:?}\ntls_server_name = \"h.internal\"",
+            file.display().to_string()
+        );
+        let mut c = Config::from_toml(&toml, env(&[("REDIS_PASSWORD", "env-secret")])).unwrap();
+        let shown = [
+            format!("{c:?}"),
+            format!("{:?}", c.redis),
+            c.redis.to_string(),
+        ];
+        for text in &shown {
+            for secret in ["url-secret", "env-secret", "file-secret"] {
+                assert!(!text.contains(secret), "{text}");
+            }
+        }
+        assert_eq!(
+            c.redis.to_string(),
+            "rediss://app:***@h:6380 (password from REDIS_PASSWORD, TLS with the system roots, server name h.internal)"
+        );
+        c.redis.password = Some(Password::new("code-secret"));
+        assert!(!format!("{:?}", c.redis).contains("code-secret"));
+        assert_eq!(Password::new("x").to_string(), "***");
     }
 }

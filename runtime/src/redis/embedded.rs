@@ -1,5 +1,9 @@
 //! A `redis-server` child process on a free loopback port, in a directory of its own: what the
 //! demo runs on when no `REDIS_URL` is given, and what tests kill and restart.
+//!
+//! - [`EmbeddedRedis::start_secured`] adds a password (`requirepass`) and a TLS port with
+//!   given certificate files; the plaintext port stays open on loopback, for the readiness
+//!   check (which authenticates) and for tests that need a plaintext port to point TLS at.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -27,6 +31,28 @@ impl Default for EmbeddedOptions {
     }
 }
 
+/// A password and TLS for an embedded server.
+#[derive(Debug, Clone, Default)]
+pub struct EmbeddedSecurity {
+    /// Require this password of every client (`requirepass`). Default none.
+    pub password: Option<String>,
+    /// Listen for TLS on a second port as well. Default none.
+    pub tls: Option<EmbeddedTls>,
+}
+
+/// The TLS port's certificate files (PEM).
+#[derive(Debug, Clone)]
+pub struct EmbeddedTls {
+    /// The server's certificate.
+    pub cert_file: PathBuf,
+    /// Its private key.
+    pub key_file: PathBuf,
+    /// The CA that client certificates must be signed by.
+    pub ca_file: PathBuf,
+    /// Whether clients must present a certificate (`tls-auth-clients yes`).
+    pub auth_clients: bool,
+}
+
 /// The server could not be started.
 #[derive(Debug)]
 pub struct EmbeddedError(String);
@@ -44,9 +70,11 @@ impl std::error::Error for EmbeddedError {}
 pub struct EmbeddedRedis {
     child: Option<Child>,
     port: u16,
+    tls_port: Option<u16>,
     dir: PathBuf,
     binary: PathBuf,
     options: EmbeddedOptions,
+    security: EmbeddedSecurity,
 }
 
 /// The `redis-server` binary: `KEYWAY_REDIS_SERVER`, or `redis-server` on `PATH`.
@@ -95,17 +123,35 @@ fn scratch_dir() -> Result<PathBuf, EmbeddedError> {
 impl EmbeddedRedis {
     /// Start a server and wait until it answers `PING`.
     pub fn start(options: EmbeddedOptions) -> Result<Self, EmbeddedError> {
+        EmbeddedRedis::start_secured(options, EmbeddedSecurity::default())
+    }
+
+    /// Start a server with a password and/or a TLS port, and wait until it answers `PING`.
+    pub fn start_secured(
+        options: EmbeddedOptions,
+        security: EmbeddedSecurity,
+    ) -> Result<Self, EmbeddedError> {
         let binary = find_binary()?;
         let dir = scratch_dir()?;
         let mut last_error = None;
         // A port found free can be taken before the server binds it: try a few.
         for _ in 0..5 {
+            let port = free_port()?;
+            let tls_port = match &security.tls {
+                Some(_) => Some(free_port()?).filter(|p| *p != port),
+                None => None,
+            };
+            if security.tls.is_some() && tls_port.is_none() {
+                continue;
+            }
             let mut server = EmbeddedRedis {
                 child: None,
-                port: free_port()?,
+                port,
+                tls_port,
                 dir: dir.clone(),
                 binary: binary.clone(),
                 options: options.clone(),
+                security: security.clone(),
             };
             match server.spawn() {
                 Ok(()) => return Ok(server),
@@ -128,8 +174,26 @@ impl EmbeddedRedis {
         } else {
             "no"
         };
-        let child = Command::new(&self.binary)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new(&self.binary);
+        command.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"]);
+        if let Some(password) = &self.security.password {
+            command.args(["--requirepass", password]);
+        }
+        if let (Some(tls), Some(port)) = (&self.security.tls, self.tls_port) {
+            command
+                .args(["--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert_file)
+                .arg("--tls-key-file")
+                .arg(&tls.key_file)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca_file)
+                .args([
+                    "--tls-auth-clients",
+                    if tls.auth_clients { "yes" } else { "no" },
+                ]);
+        }
+        let child = command
             .arg("--dir")
             .arg(&self.dir)
             .args([
@@ -163,7 +227,7 @@ impl EmbeddedRedis {
                     )));
                 }
             }
-            if ping(self.port) {
+            if ping(self.port, self.security.password.as_deref()) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -184,6 +248,16 @@ impl EmbeddedRedis {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Its TLS port, when started with TLS.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// `rediss://127.0.0.1:<tls port>`, when started with TLS.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port.map(|p| format!("rediss://127.0.0.1:{p}"))
     }
 
     /// Its data directory.
@@ -225,15 +299,45 @@ impl Drop for EmbeddedRedis {
     }
 }
 
-/// Whether a server on `port` answers `PING` with `PONG` (not `LOADING`).
-fn ping(port: u16) -> bool {
+/// A command in the protocol's array form, so any bytes (a password) can be sent.
+fn resp(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Whether a server on `port` answers `PING` with `PONG` (not `LOADING`), authenticating
+/// first when it has a password.
+fn ping(port: u16, password: Option<&str>) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
+    let mut request = Vec::new();
+    if let Some(password) = password {
+        request.extend(resp(&[b"AUTH", password.as_bytes()]));
+    }
+    request.extend(resp(&[b"PING"]));
+    if stream.write_all(&request).is_err() {
         return false;
     }
-    let mut buf = [0u8; 64];
-    matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    let replies = if password.is_some() { 2 } else { 1 };
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while got.iter().filter(|b| **b == b'\n').count() < replies {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let expected: &[u8] = if password.is_some() {
+        b"+OK\r\n+PONG"
+    } else {
+        b"+PONG"
+    };
+    got.starts_with(expected)
 }

@@ -19,7 +19,7 @@
 //! | `kw:{s}:g:<stream>:<group>:due` | zset | entries to deliver again at a time (retry, postpone) |
 //! | `kw:{s}:g:<stream>:<group>:held` | zset | every waiting or due entry (trim bound) |
 //! | `kw:{s}:g:<stream>:<group>:attempts` / `errors` / `pks` | hash | per entry: failed attempts, last error, partition key |
-//! | `kw:{s}:s:<stream>_dlq` | stream | dead letters: the original fields plus `m:dlq.original_topic`, `m:dlq.failure_count`, `m:dlq.last_error`, `m:dlq.failed_at`, `m:dlq.stream_entry`, `m:dlq.detail.*` |
+//! | `kw:{s}:s:<stream>_dlq` | stream | dead letters: the original fields plus `m:dlq.original_topic`, `m:dlq.failure_count`, `m:dlq.last_error`, `m:dlq.failed_at`, `m:dlq.stream_entry`, `m:dlq.detail.*`; an entry that could not be read at all is dead-lettered as `id=malformed:<entry>`, `m:dlq.malformed=1` with its fields under `raw:` |
 //!
 //! The scripts and the invariants they keep are in `scripts.rs`, next to the Lua.
 //!
@@ -33,17 +33,35 @@
 //!   trimmed below what every group still needs; an entry deleted underneath anyway becomes a
 //!   tombstone dead letter.
 //! - The client re-sends in-flight commands after a reconnect: publishing only goes through the
-//!   dedup script, and a consumer regularly re-reads its own pending entries so a claim whose
-//!   reply was lost strands nothing.
+//!   dedup script, and a consumer re-reads its own pending entries regularly and after every
+//!   reconnect, so a claim whose reply was lost strands nothing.
 //! - Blocking reads get their own connection and a 1 s block, so shutdown is prompt.
+//! - A consumer stays in its group after its process is gone: every consume loop removes, now
+//!   and then, the group's consumers that have nothing pending and have been idle longer than
+//!   `redis.consumer_idle_removal` (`XGROUP DELCONSUMER` would drop pending entries with the
+//!   consumer, so check and removal are one script), and reports the group's consumers,
+//!   pending entries and lag as gauges.
+//! - Every configured duration and count is range-checked at load and at connect; a delay a
+//!   handler asks for (`Outcome::Postpone`) is capped at a year, so no `now + delay` on the
+//!   server can overflow.
+//!
+//! # Connections
+//!
+//! `rediss://` is TLS with rustls (see `tls.rs`): the server's certificate is verified
+//! against the system roots or `redis.tls_ca_file`, for the URL's host or
+//! `redis.tls_server_name`, with an optional client certificate. The password may come from
+//! the URL, a file or the environment (precedence in [`config`]); no URL, error or log line
+//! shows it.
 
 mod backend;
 pub mod config;
 pub mod embedded;
 mod scripts;
+mod tls;
 
 pub use backend::{Preflight, RedisBackend, Shutdown, ShutdownTrigger, Stored};
 pub use config::{
-    Backoff, Config, ConfigError, EvictionCheck, RedisConfig, Registry, SubscriptionConfig,
+    Backoff, Bounds, Config, ConfigError, EvictionCheck, Password, RedisConfig, Registry,
+    SubscriptionConfig,
 };
-pub use embedded::{EmbeddedOptions, EmbeddedRedis};
+pub use embedded::{EmbeddedOptions, EmbeddedRedis, EmbeddedSecurity, EmbeddedTls};

@@ -41,6 +41,11 @@
 //!   `payload`, `m:dlq.malformed` = `1`, and every field of the entry, in order and byte for
 //!   byte, under its name prefixed with `raw:`. So the dead letter itself is well formed and
 //!   reaches whoever reads the dead letters, and nothing of the entry is lost.
+//!
+//! D2: the reasons a dead letter adds, `m:dlq.last_error` and every `m:dlq.detail.*` value,
+//! are at most 1024 bytes, cut on a UTF-8 boundary and ending in `… [cut from <n> bytes]` when
+//! they were longer (the `cap` helper): a handler that echoes a huge input cannot make a huge
+//! dead letter. The entry's own fields are the message and are copied whole.
 
 /// Shared helpers, prefixed to every group script.
 const HELPERS: &str = r#"
@@ -64,6 +69,18 @@ local function field(fields, name)
     if fields[i] == name then return fields[i + 1] end
   end
   return nil
+end
+-- D2: at most 1024 bytes of `s`, cut before a UTF-8 continuation byte, with a marker.
+local function cap(s)
+  if #s <= 1024 then return s end
+  local marker = '\226\128\166 [cut from ' .. #s .. ' bytes]'
+  local keep = 1024 - #marker
+  while keep > 0 do
+    local b = string.byte(s, keep + 1)
+    if b < 128 or b >= 192 then break end
+    keep = keep - 1
+  end
+  return string.sub(s, 1, keep) .. marker
 end
 local function cleanup(id)
   redis.call('HDEL', KEYS[6], id)
@@ -114,14 +131,14 @@ local function dead_letter(id, fields, reason, failures, detail, pk, malformed)
   local extra = {
     'm:dlq.original_topic', ARGV[3],
     'm:dlq.failure_count', tostring(failures),
-    'm:dlq.last_error', reason,
+    'm:dlq.last_error', cap(reason),
     'm:dlq.failed_at', tostring(now_ms()),
     'm:dlq.stream_entry', id,
   }
   for _, v in ipairs(extra) do table.insert(args, v) end
   for i = 1, #detail, 2 do
     table.insert(args, 'm:dlq.detail.' .. detail[i])
-    table.insert(args, detail[i + 1])
+    table.insert(args, cap(detail[i + 1]))
   end
   redis.call(unpack(args))
   return 1
