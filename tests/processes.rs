@@ -78,7 +78,7 @@ async fn the_loop_runs_across_worker_processes_and_stops_on_sigterm() {
     let server = EmbeddedRedis::start(EmbeddedOptions::default()).unwrap();
     let url = server.url();
     let (backend, _) = RedisBackend::connect(app::config(&url)).await.unwrap();
-    let store = Store::new(backend.client().clone());
+    let store = Store::new(&backend);
     let batches = fixture::seed(&store).await.unwrap();
 
     let mut workers = vec![

@@ -1,6 +1,7 @@
 //! Every branch of the merge and mergesignal stages, the reconcilers and the responder, on a
 //! real `redis-server` of each test's own.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,20 +9,27 @@ use fred::prelude::{ClientLike, Value};
 use fred::types::{ClusterHash, CustomCommand};
 use keyway::base::mergestrategy::Strategy;
 use keyway::merge_service::{AnyMerger, FakeMerger};
-use keyway::orchestrator::{Batch, BatchRef, BatchState, LandStrategy, Request, RequestState};
+use keyway::orchestrator::{
+    Batch, BatchRef, BatchState, LandStrategy, Parked, Request, RequestState,
+};
 use keyway::runway::messagequeue::{
     MergeRequest, MergeResult, Outcome as MergeOutcome, StepOutput, StepResult,
 };
 use keyway::stages::app::{self, Role};
-use keyway::stages::orchestrator::{ConcludeStage, MergeSignalStage, MergeStage, Outbox};
-use keyway::stages::reconcile::{BatchReconciler, Parking};
-use keyway::stages::store::{Store, StoreError};
+use keyway::stages::orchestrator::{
+    ConcludeStage, MergeSignalStage, MergeStage, Outbox, SpeculateStage,
+};
+use keyway::stages::reconcile::{BatchReconciler, FanOutReconciler, Parking, RunwayReconciler};
+use keyway::stages::store::{cut, Store, StoreError, MAX_REASON};
 use keyway::topics::TopicKey;
 use keyway_runtime::json;
-use keyway_runtime::redis::{EmbeddedOptions, EmbeddedRedis, RedisBackend, Registry, Shutdown};
-use keyway_runtime::stub::{Handled, HandlerError, Producer, TopicHandler};
+use keyway_runtime::redis::{
+    Config, EmbeddedOptions, EmbeddedRedis, RedisBackend, Registry, Shutdown,
+};
+use keyway_runtime::stub::{Consumer, Handled, HandlerError, Producer, TopicHandler};
 use keyway_runtime::transport::{
-    BoxFuture, Delivery, Handler, Lease, MessageId, Metadata, Outcome, TransportError,
+    Backoff, BoxFuture, Delivery, Failure, Handler, Lease, MessageId, Metadata, Outcome,
+    OutgoingMessage, Publisher, SubscriptionConfig, TransportError,
 };
 
 const FAKE: AnyMerger = AnyMerger::Fake(FakeMerger);
@@ -34,16 +42,21 @@ struct Env {
 }
 
 async fn env_with(registry: Registry) -> Env {
+    env_configured(|config| config.registry = registry).await
+}
+
+/// A server of its own, and the stages' configuration as `adjust` leaves it.
+async fn env_configured(adjust: impl FnOnce(&mut Config)) -> Env {
     let server = EmbeddedRedis::start(EmbeddedOptions {
         append_only: false,
         ..Default::default()
     })
     .expect("redis-server starts");
     let mut config = app::config(&server.url());
-    config.registry = registry;
     config.redis.shutdown_deadline = Duration::from_secs(2);
+    adjust(&mut config);
     let (backend, _) = RedisBackend::connect(config).await.unwrap();
-    let store = Store::new(backend.client().clone());
+    let store = Store::new(&backend);
     let outbox = Outbox::new(&backend);
     Env {
         backend,
@@ -818,4 +831,670 @@ async fn a_poison_result_is_dead_lettered_and_reconciled() {
             RequestState::Error
         );
     }
+}
+
+// Production hardening: the key prefix, bounded reasons, parking, the fan-out dead letters and
+// once-per-message speculation.
+
+/// Run `cmd` on `backend`'s connection, as it is allowed to.
+async fn try_command(
+    backend: &RedisBackend,
+    cmd: &'static str,
+    args: Vec<Value>,
+) -> Result<Value, fred::error::Error> {
+    backend
+        .client()
+        .custom(
+            CustomCommand::new_static(cmd, ClusterHash::FirstKey, false),
+            args,
+        )
+        .await
+}
+
+/// Every key on the server.
+async fn all_keys(e: &Env) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cursor = "0".to_owned();
+    loop {
+        let reply = command(e, "SCAN", &[&cursor, "COUNT", "1000"])
+            .await
+            .into_array();
+        cursor = reply[0].as_string().unwrap();
+        keys.extend(
+            reply[1]
+                .clone()
+                .into_array()
+                .iter()
+                .filter_map(Value::as_string),
+        );
+        if cursor == "0" {
+            keys.sort();
+            return keys;
+        }
+    }
+}
+
+/// Stop the subscriptions and check that each ended cleanly.
+async fn stop(
+    trigger: keyway_runtime::redis::ShutdownTrigger,
+    mut tasks: tokio::task::JoinSet<Result<(), TransportError>>,
+) {
+    trigger.trigger();
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+}
+
+/// Wait until `topic` holds `n` messages (at most `n`: more fails).
+async fn wait_for(e: &Env, topic: &str, n: usize) -> Vec<keyway_runtime::redis::Stored> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = e.backend.peek(topic, 1000).await.unwrap();
+        assert!(
+            found.len() <= n,
+            "{topic}: {} messages, expected {n}",
+            found.len()
+        );
+        if found.len() == n {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: {} messages, expected {n}",
+            found.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn parked_records(stored: &[keyway_runtime::redis::Stored]) -> Vec<Parked> {
+    stored
+        .iter()
+        .map(|s| json::from_slice(&s.payload).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_runs_as_an_acl_user_limited_to_its_key_prefix() {
+    let admin = env().await;
+    command(
+        &admin,
+        "ACL",
+        &[
+            "SETUSER",
+            "tenant",
+            "reset",
+            "on",
+            ">s3cret",
+            "~acme:*",
+            "resetchannels",
+            "+@all",
+            "-@dangerous",
+        ],
+    )
+    .await;
+    let url = admin
+        .backend
+        .config()
+        .redis
+        .url
+        .replace("redis://", "redis://tenant:s3cret@");
+    let mut config = app::config(&url);
+    config.redis.key_prefix = "acme".into();
+    config.redis.shutdown_deadline = Duration::from_secs(2);
+    let (backend, _) = RedisBackend::connect(config).await.unwrap();
+    // The user can touch nothing outside `acme:` (the old store wrote `kw:st:...`).
+    let refused = try_command(&backend, "SADD", vec!["kw:st:queues".into(), "x".into()])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("NOPERM"), "{refused}");
+
+    let store = Store::new(&backend);
+    let batches = keyway::stages::fixture::seed(&store).await.unwrap();
+    let (trigger, shutdown) = Shutdown::new();
+    let tasks = app::start(&backend, &Role::ALL, &FAKE, &shutdown);
+    keyway::stages::fixture::submit(&backend, &batches)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = batches.iter().map(|b| b.id.as_str()).collect();
+    settle(&store, &ids, Duration::from_secs(30)).await;
+    stop(trigger, tasks).await;
+
+    let failed: Vec<&str> = {
+        let mut out = Vec::new();
+        for b in &batches {
+            if store.batch(&b.id).await.unwrap().unwrap().state() == BatchState::Failed {
+                out.push(b.id.as_str());
+            }
+        }
+        out
+    };
+    assert_eq!(failed, ["payments/batch/2", "search/batch/1"]);
+    assert_eq!(
+        store.speculations("payments").await.unwrap(),
+        ["payments/batch/1", "payments/batch/2", "payments/batch/3"]
+    );
+    let keys = all_keys(&admin).await;
+    let outside: Vec<&String> = keys.iter().filter(|k| !k.starts_with("acme:")).collect();
+    assert!(outside.is_empty(), "keys outside the prefix: {outside:?}");
+    // The records and the queues are both there, with the queue as hash tag.
+    for key in [
+        "acme:st:queues",
+        "acme:st:{payments}:batch:payments/batch/1",
+        "acme:{merge-signal}:s:merge-signal",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
+    }
+}
+
+/// `n` bytes of text whose characters are two bytes wide, so a cut can fall inside one.
+fn wide(n: usize) -> String {
+    "é".repeat(n / 2)
+}
+
+fn is_bounded(text: &str) -> bool {
+    text.len() <= MAX_REASON && text.contains(" [cut from ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_batch_id_or_queue_makes_no_huge_dead_letter() {
+    let e = env().await;
+    seed(&e.store, BatchState::Merging).await;
+    let huge_id = format!("payments/{}", wide(1 << 20));
+    let huge_queue = wide(1 << 20);
+    let producer =
+        Producer::<keyway::orchestrator::topics::SubmitqueueMerge, _>::new(e.backend.clone());
+    for (n, (id, queue)) in [
+        (huge_id.as_str(), "payments"),
+        ("payments/batch/1", huge_queue.as_str()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        producer
+            .publish(
+                &BatchRef {
+                    id: id.into(),
+                    queue: queue.into(),
+                },
+                MessageId::new(format!("huge-{n}")).unwrap(),
+                "payments",
+                Metadata::new(),
+            )
+            .await
+            .unwrap();
+    }
+    let (trigger, shutdown) = Shutdown::new();
+    let tasks = app::start(&e.backend, &[Role::Merge], &FAKE, &shutdown);
+    let dead = wait_for(&e, "submitqueue-merge_dlq", 2).await;
+    stop(trigger, tasks).await;
+    for (letter, says) in dead.iter().zip(["does not exist", "unknown queue"]) {
+        let last_error = &letter.metadata["dlq.last_error"];
+        assert!(is_bounded(last_error), "{} bytes", last_error.len());
+        assert!(last_error.contains(says), "{last_error}");
+        for (k, v) in &letter.metadata {
+            assert!(v.len() <= MAX_REASON, "{k}: {} bytes", v.len());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reasons_the_stages_write_are_bounded() {
+    let e = env().await;
+    seed(&e.store, BatchState::Merging).await;
+    // A failure reason from Runway: the batch, the conclude fan-out, the requests, the log.
+    let huge = wide(1 << 20);
+    signal(&e, result(MergeOutcome::Failed, &huge))
+        .await
+        .unwrap();
+    let batch = the_batch(&e).await;
+    assert!(is_bounded(&batch.failure_reason));
+    assert!(batch.failure_reason.starts_with("éé"));
+    let conclude = e.backend.peek("conclude", 10).await.unwrap();
+    assert!(is_bounded(&conclude[0].metadata["failure_reason"]));
+    let stage = ConcludeStage {
+        store: e.store.clone(),
+        outbox: e.outbox.clone(),
+    };
+    let d = delivery(
+        "conclude",
+        conclude[0].payload.clone(),
+        conclude[0].metadata.clone(),
+    );
+    TopicHandler::<keyway::orchestrator::topics::Conclude>::handle(
+        &stage,
+        json::from_slice(&d.payload).unwrap(),
+        &d,
+    )
+    .await
+    .unwrap();
+    let r = e.store.request("payments/1").await.unwrap().unwrap();
+    assert_eq!(r.state(), RequestState::Error);
+    assert!(is_bounded(&r.error));
+    for event in e.backend.peek("log", 100).await.unwrap() {
+        let event: keyway::orchestrator::LogEvent = json::from_slice(&event.payload).unwrap();
+        assert!(event.detail.len() <= MAX_REASON, "{}", event.detail.len());
+    }
+
+    // A dead letter with a huge last error: the batch reconciler's records.
+    let e = env().await;
+    seed(&e.store, BatchState::Merging).await;
+    let mut letter = dead_letter(
+        "merge-signal_dlq",
+        json::to_vec(&result(MergeOutcome::Succeeded, "")).unwrap(),
+    );
+    letter
+        .metadata
+        .insert("dlq.last_error".into(), huge.clone());
+    assert_eq!(reconciler(&e).handle(&letter).await, Outcome::Ack);
+    let batch = the_batch(&e).await;
+    assert!(batch.failure_reason.starts_with("dead-lettered: éé"));
+    assert!(is_bounded(&batch.failure_reason));
+    let r = e.store.request("payments/2").await.unwrap().unwrap();
+    assert!(is_bounded(&r.error), "{}", r.error.len());
+
+    // Runway's reconciler answers with a bounded reason.
+    let request = MergeRequest {
+        id: "payments/batch/1".into(),
+        queue_name: "payments".into(),
+        steps: Vec::new(),
+    };
+    let mut letter = dead_letter("runway-merge_dlq", json::to_vec(&request).unwrap());
+    letter
+        .metadata
+        .insert("dlq.last_error".into(), huge.clone());
+    assert_eq!(
+        RunwayReconciler::new(&e.backend).handle(&letter).await,
+        Outcome::Ack
+    );
+    let answers = e.backend.peek("merge-signal", 10).await.unwrap();
+    let answer: MergeResult = json::from_slice(&answers[0].payload).unwrap();
+    assert!(answer.reason.starts_with("dead-lettered: éé"));
+    assert!(is_bounded(&answer.reason));
+
+    // A parked reason.
+    let mut letter = dead_letter("conclude_dlq", batch_ref("payments/batch/1", "payments"));
+    letter.metadata.insert("dlq.last_error".into(), huge);
+    assert_eq!(
+        FanOutReconciler::new(&e.backend).handle(&letter).await,
+        Outcome::Ack
+    );
+    let parked = parked_records(&e.backend.peek("parked", 10).await.unwrap());
+    assert!(parked[0].reason.starts_with("dead-lettered: éé"));
+    assert!(is_bounded(&parked[0].reason));
+}
+
+/// Rejects every delivery with a reason and a detail of `n` bytes.
+struct Verbose(usize);
+
+impl Handler for Verbose {
+    async fn handle(&self, _: &Delivery) -> Outcome {
+        Outcome::Reject(
+            Failure::new(format!("x{}", "€".repeat(self.0 / 3)))
+                .with_detail("echo", "€".repeat(self.0 / 3)),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_cuts_a_huge_reason_on_a_char_boundary_as_the_stages_do() {
+    let e = env().await;
+    Producer::<keyway::orchestrator::topics::Conclude, _>::new(e.backend.clone())
+        .publish(
+            &BatchRef {
+                id: "payments/batch/1".into(),
+                queue: "payments".into(),
+            },
+            MessageId::new("loud").unwrap(),
+            "payments",
+            Metadata::new(),
+        )
+        .await
+        .unwrap();
+    let (trigger, shutdown) = Shutdown::new();
+    let backend = e.backend.clone();
+    let run = tokio::spawn(async move {
+        backend
+            .run(
+                SubscriptionConfig::new("conclude", "loud"),
+                Arc::new(Verbose(1_200_000)),
+                shutdown,
+            )
+            .await
+    });
+    let dead = wait_for(&e, "conclude_dlq", 1).await;
+    trigger.trigger();
+    run.await.unwrap().unwrap();
+    let reason = format!("x{}", "€".repeat(400_000));
+    let last_error = &dead[0].metadata["dlq.last_error"];
+    assert!(last_error.len() <= MAX_REASON, "{} bytes", last_error.len());
+    assert!(!last_error.contains('\u{fffd}'), "cut inside a character");
+    assert_eq!(*last_error, cut(&reason, MAX_REASON));
+    assert!(
+        last_error.ends_with("€… [cut from 1200001 bytes]"),
+        "{last_error}"
+    );
+    let detail = &dead[0].metadata["dlq.detail.echo"];
+    assert!(detail.len() <= MAX_REASON, "{} bytes", detail.len());
+    assert_eq!(*detail, cut(&"€".repeat(400_000), MAX_REASON));
+}
+
+/// Add an entry to `topic`'s stream as it is, without the publish script.
+async fn xadd(e: &Env, topic: &str, fields: &[(&str, &str)]) {
+    let prefix = &e.backend.config().redis.key_prefix;
+    let base = topic.strip_suffix("_dlq").unwrap_or(topic);
+    let mut args: Vec<Value> = vec![format!("{prefix}:{{{base}}}:s:{topic}").into(), "*".into()];
+    for (name, value) in fields {
+        args.push((*name).into());
+        args.push((*value).into());
+    }
+    try_command(&e.backend, "XADD", args).await.unwrap();
+}
+
+/// Pending and not yet read entries of `group` on `topic`'s stream.
+async fn unsettled(e: &Env, topic: &str, group: &str) -> i64 {
+    let prefix = &e.backend.config().redis.key_prefix;
+    let base = topic.strip_suffix("_dlq").unwrap_or(topic);
+    let key = format!("{prefix}:{{{base}}}:s:{topic}");
+    let groups = command(e, "XINFO", &["GROUPS", &key]).await.into_array();
+    for g in groups {
+        let fields = g.into_array();
+        let get = |name: &str| {
+            fields
+                .chunks(2)
+                .find(|kv| kv[0].as_string().as_deref() == Some(name))
+                .map(|kv| kv[1].clone())
+        };
+        if get("name").and_then(|v| v.as_string()).as_deref() == Some(group) {
+            let pending = get("pending").and_then(|v| v.as_i64()).unwrap_or(0);
+            let lag = get("lag").and_then(|v| v.as_i64()).unwrap_or(1);
+            return pending + lag;
+        }
+    }
+    i64::MAX
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_hostile_dead_letters_are_parked_once_each() {
+    let e = env().await;
+    // Written straight into the dead letters: one message id for all, no stream entry or one
+    // forged entry for all, each with a payload of its own that is no MergeResult.
+    for i in 0..6 {
+        let payload = format!("garbage {i}");
+        let mut fields = vec![
+            ("id", "x"),
+            ("pk", ""),
+            ("at", "0"),
+            ("payload", payload.as_str()),
+        ];
+        if i >= 3 {
+            fields.push(("m:dlq.stream_entry", "1-0"));
+        }
+        xadd(&e, "merge-signal_dlq", &fields).await;
+    }
+    // And unreadable entries of the stage's own topic (no `id`): dead-lettered as malformed.
+    for i in 0..2 {
+        let payload = format!("no id {i}");
+        xadd(
+            &e,
+            "merge-signal",
+            &[
+                ("pk", "payments"),
+                ("at", "0"),
+                ("payload", payload.as_str()),
+            ],
+        )
+        .await;
+    }
+    let (trigger, shutdown) = Shutdown::new();
+    let tasks = app::start(
+        &e.backend,
+        &[Role::MergeSignal, Role::Reconcile],
+        &FAKE,
+        &shutdown,
+    );
+    wait_for(&e, "parked", 8).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while unsettled(&e, "merge-signal_dlq", "orchestrator-reconcile").await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the dead letters were not all settled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop(trigger, tasks).await;
+    let parked = parked_records(&wait_for(&e, "parked", 8).await);
+    let mut payloads: Vec<String> = parked
+        .iter()
+        .map(|p| {
+            if p.metadata.contains_key("dlq.malformed") {
+                p.message_id.clone()
+            } else {
+                String::from_utf8(p.payload.clone()).unwrap()
+            }
+        })
+        .collect();
+    payloads.sort();
+    assert_eq!(
+        &payloads[..6],
+        (0..6).map(|i| format!("garbage {i}")).collect::<Vec<_>>()
+    );
+    assert!(payloads[6].starts_with("malformed:") && payloads[7].starts_with("malformed:"));
+    assert!(parked.iter().all(|p| p.topic == "merge-signal_dlq"));
+    assert_eq!(
+        e.backend
+            .metrics()
+            .counter("keyway_parked_total", &[("topic", "merge-signal_dlq")]),
+        8
+    );
+
+    // A redelivery of one of them is not parked again.
+    let again = delivery("merge-signal_dlq", b"garbage 0".to_vec(), Metadata::new());
+    let again = Delivery {
+        id: "x".into(),
+        partition_key: String::new(),
+        attempt: 2,
+        ..again
+    };
+    assert_eq!(reconciler(&e).handle(&again).await, Outcome::Ack);
+    assert_eq!(e.backend.peek("parked", 100).await.unwrap().len(), 8);
+    assert_eq!(
+        e.backend
+            .metrics()
+            .counter("keyway_parked_total", &[("topic", "merge-signal_dlq")]),
+        8
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_still_failing_on_its_last_attempt_is_parked_not_dropped() {
+    let e = env().await;
+    let parking = Parking::new(&e.backend).last_attempt(3);
+    let payload = json::to_vec(&result(MergeOutcome::Succeeded, "")).unwrap();
+    let mut letter = dead_letter("merge-signal_dlq", payload);
+    // Every failure is retried before the last attempt, permanent or not.
+    for (attempt, error) in [
+        (1, HandlerError::permanent("stored record is corrupt")),
+        (2, HandlerError::retryable("redis is down")),
+    ] {
+        letter.attempt = attempt;
+        assert!(matches!(
+            parking.settle(&letter, Err(error)).await,
+            Outcome::Nack(_)
+        ));
+    }
+    assert!(ids(&e, "parked").await.is_empty());
+    // The last attempt: parked, not failed (the preset has no dead letters of its own, so
+    // failing would drop it).
+    letter.attempt = 3;
+    let down = Err(HandlerError::retryable("redis is down"));
+    assert_eq!(parking.settle(&letter, down).await, Outcome::Ack);
+    let parked = parked_records(&e.backend.peek("parked", 10).await.unwrap());
+    assert_eq!(parked.len(), 1);
+    assert_eq!(
+        parked[0].reason,
+        "still failing on attempt 3, the last: redis is down"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_conclude_and_speculate_are_parked_and_trimmed() {
+    let e = env_configured(|c| c.redis.trim_interval = Duration::from_millis(50)).await;
+    let (trigger, shutdown) = Shutdown::new();
+    let tasks = app::start(
+        &e.backend,
+        &[Role::Conclude, Role::Speculate, Role::Reconcile],
+        &FAKE,
+        &shutdown,
+    );
+    // Conclude of a batch that does not exist; speculate of a payload that does not decode.
+    let conclude = Producer::<keyway::orchestrator::topics::Conclude, _>::new(e.backend.clone());
+    conclude
+        .publish(
+            &BatchRef {
+                id: "payments/batch/404".into(),
+                queue: "payments".into(),
+            },
+            MessageId::new("payments/batch/404/conclude/merged").unwrap(),
+            "payments",
+            Metadata::new(),
+        )
+        .await
+        .unwrap();
+    e.backend
+        .publish(
+            "speculate",
+            OutgoingMessage {
+                id: MessageId::new("payments/batch/405/merged").unwrap(),
+                partition_key: "payments".into(),
+                payload: b"not json".to_vec(),
+                metadata: Metadata::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let mut parked = parked_records(&wait_for(&e, "parked", 2).await);
+    parked.sort_by(|a, b| a.topic.cmp(&b.topic));
+    assert_eq!(parked[0].topic, "conclude_dlq");
+    assert_eq!(
+        parked[0].reason,
+        "dead-lettered: batch \"payments/batch/404\" does not exist"
+    );
+    assert_eq!(parked[1].topic, "speculate_dlq");
+    assert!(
+        parked[1].reason.starts_with(
+            "dead-lettered: payload does not decode as keyway.orchestrator.v1.BatchRef"
+        ),
+        "{}",
+        parked[1].reason
+    );
+    // A second one: once both are reconciled, the first is trimmed from the dead letters.
+    conclude
+        .publish(
+            &BatchRef {
+                id: "payments/batch/406".into(),
+                queue: "payments".into(),
+            },
+            MessageId::new("payments/batch/406/conclude/merged").unwrap(),
+            "payments",
+            Metadata::new(),
+        )
+        .await
+        .unwrap();
+    wait_for(&e, "parked", 3).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while e.backend.peek("conclude_dlq", 10).await.unwrap().len() > 1 {
+        assert!(Instant::now() < deadline, "conclude_dlq was not trimmed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop(trigger, tasks).await;
+}
+
+/// The speculate stage, with the first delivery's acknowledgement lost (it fails after the
+/// stage ran).
+struct LoseFirstAck {
+    stage: Consumer<keyway::orchestrator::topics::Speculate, SpeculateStage>,
+    calls: AtomicU32,
+}
+
+impl Handler for LoseFirstAck {
+    async fn handle(&self, d: &Delivery) -> Outcome {
+        let outcome = self.stage.handle(d).await;
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Outcome::Nack(Failure::new("the acknowledgement was lost"));
+        }
+        outcome
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_speculate_message_is_one_wake_up() {
+    let e = env().await;
+    let producer = Producer::<keyway::orchestrator::topics::Speculate, _>::new(e.backend.clone());
+    for (batch, id) in [
+        ("payments/batch/1", "payments/batch/1/merged"),
+        ("payments/batch/2", "payments/batch/2/merged"),
+    ] {
+        producer
+            .publish(
+                &BatchRef {
+                    id: batch.into(),
+                    queue: "payments".into(),
+                },
+                MessageId::new(id).unwrap(),
+                "payments",
+                Metadata::new(),
+            )
+            .await
+            .unwrap();
+    }
+    let handler = Arc::new(LoseFirstAck {
+        stage: Consumer::new(SpeculateStage {
+            store: e.store.clone(),
+        }),
+        calls: AtomicU32::new(0),
+    });
+    let sub = SubscriptionConfig {
+        backoff: Backoff {
+            initial: Duration::from_millis(20),
+            multiplier: 1.0,
+            max: Duration::from_millis(20),
+        },
+        ..SubscriptionConfig::new("speculate", "orchestrator-speculate")
+    };
+    let (trigger, shutdown) = Shutdown::new();
+    let backend = e.backend.clone();
+    let run = {
+        let handler = handler.clone();
+        tokio::spawn(async move { backend.run(sub, handler, shutdown).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while unsettled(&e, "speculate", "orchestrator-speculate").await != 0
+        || handler.calls.load(Ordering::SeqCst) < 3
+    {
+        assert!(Instant::now() < deadline, "the deliveries did not settle");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    trigger.trigger();
+    run.await.unwrap().unwrap();
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 3, "one redelivery");
+    assert_eq!(
+        e.store.speculations("payments").await.unwrap(),
+        ["payments/batch/1", "payments/batch/2"]
+    );
+    // Another message about the same batch is another wake-up.
+    assert!(e
+        .store
+        .note_speculation("payments", "payments/batch/1", "payments/batch/1")
+        .await
+        .unwrap());
+    assert!(!e
+        .store
+        .note_speculation("payments", "payments/batch/1", "payments/batch/1")
+        .await
+        .unwrap());
+    assert_eq!(
+        e.store.speculations("payments").await.unwrap(),
+        ["payments/batch/1", "payments/batch/2", "payments/batch/1"]
+    );
 }

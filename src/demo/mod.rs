@@ -128,8 +128,14 @@ fn build(root: &Path) -> Result<Scenario, String> {
         ],
     )?;
     search.push_to_main(&[("docs/search.md", "# Search\n", "Document search")])?;
-    let fork = root.join("search-fork.git");
-    let unreachable = ChangeUri::file(&fork, "refs/heads/experiment", &search.rev("main")?);
+    // A change on a fork that is gone by the time Runway looks for it.
+    let fork = DemoRepo::create(
+        root,
+        "search-fork",
+        &[("src/query.txt", "terms\nregexes\n")],
+    )?;
+    let unreachable = ChangeUri::file(&fork.bare, "refs/heads/main", &fork.rev("main")?);
+    fork.remove()?;
 
     let infra = DemoRepo::create(root, "infra", &[("deploy.txt", "version = 1\n")])?;
     let release = infra.change(
@@ -166,8 +172,8 @@ fn build(root: &Path) -> Result<Scenario, String> {
         Planned {
             queue: "search",
             requests: vec![request(vec![unreachable], LandStrategy::Rebase)],
-            note: "rebase a change on search-fork.git".into(),
-            fails: Some("search-fork.git does not exist, so Runway's retries end in the dead-letter path"),
+            note: "rebase a change from search-fork.git".into(),
+            fails: Some("search-fork.git is gone, so Runway's retries end in the dead-letter path"),
         },
         Planned {
             queue: "search",
@@ -239,7 +245,7 @@ pub async fn run(backend: &RedisBackend, out: &mut impl std::io::Write) -> Resul
         })
         .collect();
     let merger = AnyMerger::Git(Arc::new(GitMerger::new(queues).await?));
-    let store = Store::new(backend.client().clone());
+    let store = Store::new(backend);
     let (trigger, shutdown) = Shutdown::new();
     let mut tasks = app::start(backend, &Role::ALL, &merger, &shutdown);
 

@@ -126,6 +126,14 @@ impl DemoRepo {
         git(&self.work, &["rev-parse", rev])
     }
 
+    /// Delete the repository and its clone.
+    pub(crate) fn remove(self) -> Result<(), String> {
+        for dir in [&self.bare, &self.work] {
+            std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
     /// `git log --oneline --graph` of the target's `main`.
     pub(crate) fn graph(&self) -> Result<String, String> {
         git(

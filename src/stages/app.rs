@@ -9,7 +9,7 @@ use keyway_runtime::transport::{Backoff, Handler, SubscriptionConfig, TransportE
 use tokio::task::JoinSet;
 
 use super::orchestrator::{ConcludeStage, MergeSignalStage, MergeStage, Outbox, SpeculateStage};
-use super::reconcile::{BatchReconciler, Parking, RunwayReconciler};
+use super::reconcile::{BatchReconciler, FanOutReconciler, Parking, RunwayReconciler};
 use super::store::Store;
 use crate::merge_service::config::MergerConfig;
 use crate::merge_service::{self, AnyMerger, Responder};
@@ -25,7 +25,7 @@ pub enum Role {
     MergeSignal,
     /// The Runway responder, with the configured merger.
     Runway,
-    /// Every dead-letter reconciler.
+    /// Every dead-letter reconciler: one for each dead-letter stream the other roles write.
     Reconcile,
     /// The minimal `conclude` stage.
     Conclude,
@@ -182,7 +182,7 @@ pub fn start(
     merger: &AnyMerger,
     shutdown: &Shutdown,
 ) -> JoinSet<Result<(), TransportError>> {
-    let store = Store::new(backend.client().clone());
+    let store = Store::new(backend);
     let outbox = Outbox::new(backend);
     let mut tasks = JoinSet::new();
     for role in roles {
@@ -244,27 +244,44 @@ pub fn start(
                 );
             }
             Role::Reconcile => {
-                let batches = BatchReconciler {
-                    store: store.clone(),
-                    outbox: outbox.clone(),
-                    parking: Parking::new(backend),
+                // Each reconciler parks what still fails on its subscription's last attempt.
+                let last = |topic: &str, group: &str| {
+                    configured(backend, dead_letter_sub(topic, group)).max_attempts
                 };
                 for topic in ["submitqueue-merge_dlq", "merge-signal_dlq"] {
+                    let group = "orchestrator-reconcile";
+                    let batches = BatchReconciler {
+                        store: store.clone(),
+                        outbox: outbox.clone(),
+                        parking: Parking::new(backend).last_attempt(last(topic, group)),
+                    };
                     spawn(
                         &mut tasks,
                         backend,
-                        dead_letter_sub(topic, "orchestrator-reconcile"),
-                        batches.clone(),
+                        dead_letter_sub(topic, group),
+                        batches,
                         shutdown,
                     );
                 }
-                let runway = RunwayReconciler::new(backend);
                 for topic in ["runway-merge_dlq", "merge-conflict-check_dlq"] {
+                    let group = "runway-reconcile";
+                    let runway = RunwayReconciler::new(backend).last_attempt(last(topic, group));
                     spawn(
                         &mut tasks,
                         backend,
-                        dead_letter_sub(topic, "runway-reconcile"),
-                        runway.clone(),
+                        dead_letter_sub(topic, group),
+                        runway,
+                        shutdown,
+                    );
+                }
+                for topic in ["conclude_dlq", "speculate_dlq"] {
+                    let group = "orchestrator-reconcile";
+                    let fan_out = FanOutReconciler::new(backend).last_attempt(last(topic, group));
+                    spawn(
+                        &mut tasks,
+                        backend,
+                        dead_letter_sub(topic, group),
+                        fan_out,
                         shutdown,
                     );
                 }

@@ -1,12 +1,20 @@
 //! The orchestrator's stages around the merge service: `merge` hands a batch to Runway,
 //! `mergesignal` takes the answer back; `conclude` and `speculate` are the minimal next stages
 //! the fan-out wakes.
+//!
+//! What they write that echoes their input is bounded:
+//! - an error a stage returns (the backend keeps it as the dead letter's `dlq.last_error`) and
+//!   every reason it writes (a batch's `failure_reason`, a request's `error`, a log event's
+//!   detail, the `failure_reason` metadata of `conclude`) is cut to
+//!   [`MAX_REASON`](super::store::MAX_REASON) bytes;
+//! - an identifier quoted in a reason is cut to [`MAX_ECHO`](super::store::MAX_ECHO) bytes;
+//! - no reason quotes a payload.
 
 use keyway_runtime::redis::RedisBackend;
 use keyway_runtime::stub::{Handled, HandlerError, Producer, TopicHandler};
 use keyway_runtime::transport::{Delivery, MessageId, Metadata};
 
-use super::store::{is_halted, is_terminal, Store};
+use super::store::{bounded, echo, is_halted, is_terminal, reason, Store};
 use crate::base::change::Change;
 use crate::base::mergestrategy::Strategy;
 use crate::orchestrator::topics as otopics;
@@ -17,11 +25,11 @@ use crate::runway::messagequeue::{MergeRequest, MergeResult, MergeStep, Outcome}
 use crate::topics as rtopics;
 
 fn id(text: &str) -> Result<MessageId, HandlerError> {
-    MessageId::new(text).map_err(|e| HandlerError::permanent(e.to_string()))
+    MessageId::new(text).map_err(|e| HandlerError::permanent(reason(&e.to_string())))
 }
 
 fn intent(entity: &str, causes: &[&str]) -> Result<MessageId, HandlerError> {
-    MessageId::intent(entity, causes).map_err(|e| HandlerError::permanent(e.to_string()))
+    MessageId::intent(entity, causes).map_err(|e| HandlerError::permanent(reason(&e.to_string())))
 }
 
 /// Producers every stage shares.
@@ -44,7 +52,8 @@ impl Outbox {
         }
     }
 
-    /// Publish a log event about `request`, with id `<request>/<event>[/<batch>]`.
+    /// Publish a log event about `request`, with id `<request>/<event>[/<batch>]` (`detail` cut
+    /// to [`MAX_REASON`](super::store::MAX_REASON)).
     pub async fn log(
         &self,
         request: &str,
@@ -61,7 +70,7 @@ impl Outbox {
             request_id: request.to_owned(),
             event: event.to_owned(),
             batch_id: batch.to_owned(),
-            detail: detail.to_owned(),
+            detail: reason(detail).into_owned(),
         };
         self.log
             .publish(&e, message_id, request, Metadata::new())
@@ -70,7 +79,7 @@ impl Outbox {
     }
 
     /// The mergesignal fan-out: `conclude` (id `<batch>/conclude/merged`, with the failure
-    /// reason in metadata when there is one), then `speculate` (id `<batch>/merged`).
+    /// reason, cut, in metadata when there is one), then `speculate` (id `<batch>/merged`).
     pub async fn fan_out(&self, batch: &Batch, failure_reason: &str) -> Result<(), HandlerError> {
         let r = BatchRef {
             id: batch.id.clone(),
@@ -78,7 +87,7 @@ impl Outbox {
         };
         let mut metadata = Metadata::new();
         if !failure_reason.is_empty() {
-            metadata.insert("failure_reason".into(), failure_reason.to_owned());
+            metadata.insert("failure_reason".into(), reason(failure_reason).into_owned());
         }
         self.conclude
             .publish(
@@ -122,22 +131,30 @@ pub struct MergeStage {
 
 impl TopicHandler<otopics::SubmitqueueMerge> for MergeStage {
     async fn handle(&self, r: BatchRef, _: &Delivery) -> Result<Handled, HandlerError> {
+        self.merge(r).await.map_err(bounded)
+    }
+}
+
+impl MergeStage {
+    async fn merge(&self, r: BatchRef) -> Result<Handled, HandlerError> {
         if !self.store.queue_exists(&r.queue).await? {
             return Err(HandlerError::permanent(format!(
                 "unknown queue {:?}",
-                r.queue
+                echo(&r.queue)
             )));
         }
         let Some(batch) = self.store.batch(&r.id).await? else {
             return Err(HandlerError::permanent(format!(
                 "batch {:?} does not exist",
-                r.id
+                echo(&r.id)
             )));
         };
         if batch.queue != r.queue {
             return Err(HandlerError::permanent(format!(
                 "batch {:?} belongs to queue {:?}, not {:?}",
-                r.id, batch.queue, r.queue
+                echo(&r.id),
+                echo(&batch.queue),
+                echo(&r.queue)
             )));
         }
         if is_halted(batch.state()) {
@@ -147,8 +164,9 @@ impl TopicHandler<otopics::SubmitqueueMerge> for MergeStage {
         for request_id in &batch.contains {
             let Some(request) = self.store.request(request_id).await? else {
                 return Err(HandlerError::permanent(format!(
-                    "request {request_id:?} of batch {:?} does not exist",
-                    batch.id
+                    "request {:?} of batch {:?} does not exist",
+                    echo(request_id),
+                    echo(&batch.id)
                 )));
             };
             steps.push(MergeStep {
@@ -178,13 +196,14 @@ impl TopicHandler<otopics::SubmitqueueMerge> for MergeStage {
     }
 }
 
-/// The failure reason of a result: empty on success, otherwise its reason or "merge failed"
-/// (an unspecified outcome counts as a failure).
+/// The failure reason of a result: empty on success, otherwise its reason (cut to
+/// [`MAX_REASON`](super::store::MAX_REASON)) or "merge failed" (an unspecified outcome counts
+/// as a failure).
 pub fn failure_reason(result: &MergeResult) -> String {
     match result.outcome() {
         Outcome::Succeeded => String::new(),
         _ if result.reason.is_empty() => "merge failed".to_owned(),
-        _ => result.reason.clone(),
+        _ => reason(&result.reason).into_owned(),
     }
 }
 
@@ -200,19 +219,25 @@ pub struct MergeSignalStage {
 
 impl TopicHandler<rtopics::MergeSignal> for MergeSignalStage {
     async fn handle(&self, result: MergeResult, _: &Delivery) -> Result<Handled, HandlerError> {
+        self.signal(result).await.map_err(bounded)
+    }
+}
+
+impl MergeSignalStage {
+    async fn signal(&self, result: MergeResult) -> Result<Handled, HandlerError> {
         if result.queue_name.is_empty() {
             return Err(HandlerError::permanent("merge result has no queue_name"));
         }
         let Some(mut batch) = self.store.batch(&result.id).await? else {
             return Err(HandlerError::permanent(format!(
                 "batch {:?} does not exist",
-                result.id
+                echo(&result.id)
             )));
         };
         if batch.state() == BatchState::Cancelling {
             return Ok(Handled::Ack);
         }
-        let reason = failure_reason(&result);
+        let failure = failure_reason(&result);
         for step in &result.steps {
             let outputs: Vec<String> = step.outputs.iter().map(|o| o.id.clone()).collect();
             if !outputs.is_empty() {
@@ -222,23 +247,23 @@ impl TopicHandler<rtopics::MergeSignal> for MergeSignalStage {
         }
         if is_terminal(batch.state()) {
             self.store.repair_batch_membership(&batch).await?;
-            self.outbox.fan_out(&batch, &reason).await?;
+            self.outbox.fan_out(&batch, &failure).await?;
             return Ok(Handled::Ack);
         }
-        batch.set_state(if reason.is_empty() {
+        batch.set_state(if failure.is_empty() {
             BatchState::Succeeded
         } else {
             BatchState::Failed
         });
-        batch.failure_reason = reason.clone();
+        batch.failure_reason = failure.clone();
         self.store.update_batch(&mut batch).await?;
-        self.outbox.fan_out(&batch, &reason).await?;
+        self.outbox.fan_out(&batch, &failure).await?;
         Ok(Handled::Ack)
     }
 }
 
 /// Drive a request to `state` (no-op when it is already there), with a log event
-/// `<request>/<event>`.
+/// `<request>/<event>`; `error` is cut to [`MAX_REASON`](super::store::MAX_REASON).
 pub async fn settle_request(
     store: &Store,
     outbox: &Outbox,
@@ -254,15 +279,16 @@ pub async fn settle_request(
         RequestState::Cancelled => "cancelled",
         _ => "error",
     };
+    let error = reason(error);
     if request.state() != state {
         request.set_state(state);
-        request.error = error.to_owned();
+        request.error = error.clone().into_owned();
         if state == RequestState::Landed {
             request.revisions = store.revisions(request_id).await?;
         }
         store.update_request(&mut request).await?;
     }
-    outbox.log(request_id, event, "", error).await
+    outbox.log(request_id, event, "", &error).await
 }
 
 /// The `conclude` stage (minimal): the batch's terminal state becomes its requests' state.
@@ -276,10 +302,16 @@ pub struct ConcludeStage {
 
 impl TopicHandler<otopics::Conclude> for ConcludeStage {
     async fn handle(&self, r: BatchRef, d: &Delivery) -> Result<Handled, HandlerError> {
+        self.conclude(r, d).await.map_err(bounded)
+    }
+}
+
+impl ConcludeStage {
+    async fn conclude(&self, r: BatchRef, d: &Delivery) -> Result<Handled, HandlerError> {
         let Some(batch) = self.store.batch(&r.id).await? else {
             return Err(HandlerError::permanent(format!(
                 "batch {:?} does not exist",
-                r.id
+                echo(&r.id)
             )));
         };
         let (state, error) = match batch.state() {
@@ -295,7 +327,7 @@ impl TopicHandler<otopics::Conclude> for ConcludeStage {
             other => {
                 return Err(HandlerError::retryable(format!(
                     "batch {} is {}, not terminal yet",
-                    batch.id,
+                    echo(&batch.id),
                     other.as_str_name()
                 )))
             }
@@ -307,7 +339,8 @@ impl TopicHandler<otopics::Conclude> for ConcludeStage {
     }
 }
 
-/// The `speculate` stage (minimal): records each wake-up.
+/// The `speculate` stage (minimal): records each wake-up, once per message id (a redelivery
+/// is not a second wake-up).
 #[derive(Debug, Clone)]
 pub struct SpeculateStage {
     /// State.
@@ -315,8 +348,8 @@ pub struct SpeculateStage {
 }
 
 impl TopicHandler<otopics::Speculate> for SpeculateStage {
-    async fn handle(&self, r: BatchRef, _: &Delivery) -> Result<Handled, HandlerError> {
-        self.store.note_speculation(&r.queue, &r.id).await?;
+    async fn handle(&self, r: BatchRef, d: &Delivery) -> Result<Handled, HandlerError> {
+        self.store.note_speculation(&r.queue, &r.id, &d.id).await?;
         Ok(Handled::Ack)
     }
 }

@@ -1,20 +1,98 @@
 //! Requests and batches in Redis, with optimistic concurrency.
 //!
-//! Each entity is a hash `kw:st:{<queue>}:<kind>:<id>` with fields `v` (version) and `d` (the
-//! record as protobuf JSON). [`Store::update_batch`] and [`Store::update_request`] write only when the stored version equals the
-//! version the caller read (one script: check, then write); a mismatch is a
+//! Every key lives under the backend's key prefix (`redis.key_prefix`, default `kw`; shown as
+//! `<p>` below), so an ACL that allows `~<p>:*` covers the stages as well as the queues, and a
+//! queue's records carry the queue as hash tag, so they share one slot in a Redis Cluster:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `<p>:st:{<queue>}:batch:<id>` | hash | `v` (version) and `d` (the `Batch` as protobuf JSON) |
+//! | `<p>:st:{<queue>}:request:<id>` | hash | the same for a `Request` |
+//! | `<p>:st:{<queue>}:batchs:<state>`, `…:requests:<state>` | set | ids by state (membership) |
+//! | `<p>:st:{<queue>}:revisions:<request>` | list | the revisions a request's step produced |
+//! | `<p>:st:{<queue>}:seq:<kind>` | string | the id counter of `batch` or `request` |
+//! | `<p>:st:{<queue>}:speculations` | list | batches whose completion woke `speculate`, in order |
+//! | `<p>:st:{<queue>}:speculated:<sha1 of message id>` | string, TTL | that wake-up is counted |
+//! | `<p>:st:queues` | set | the registered queues |
+//!
+//! [`Store::update_batch`] and [`Store::update_request`] write only when the stored version
+//! equals the version the caller read (one script: check, then write); a mismatch is a
 //! [`StoreError::Conflict`], which stages turn into a retryable failure so the redelivery
-//! re-reads. After a successful update, the per-queue, per-state membership sets
-//! (`kw:st:{<queue>}:<kind>s:<state>`) are moved; they are written after the CAS, not with it,
-//! and [`Store::repair_batch_membership`] puts them right from the record.
+//! re-reads. After a successful update the membership sets are moved; they are written after
+//! the CAS, not with it, and [`Store::repair_batch_membership`] puts them right from the record.
+//!
+//! Text the stages write that echoes their input is bounded (see [`cut`]): an identifier quoted
+//! in a reason keeps at most [`MAX_ECHO`] bytes, a reason at most [`MAX_REASON`].
+
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use fred::prelude::{Client, ClientLike, Value};
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand};
 use keyway_runtime::json;
+use keyway_runtime::redis::RedisBackend;
+use keyway_runtime::stub::HandlerError;
 use keyway_runtime::transport::{TransportError, TransportErrorKind};
 
 use crate::orchestrator::{Batch, BatchState, Request, RequestState};
+
+/// The most bytes of a reason the stages write: a batch's `failure_reason`, a request's
+/// `error`, a log event's detail, a parked reason, and a handler error (which the backend keeps
+/// as the dead letter's `dlq.last_error`).
+pub const MAX_REASON: usize = 1024;
+
+/// The most bytes of an identifier (a batch id, a queue name) quoted inside a reason.
+pub const MAX_ECHO: usize = 256;
+
+/// `text` cut to at most `max` bytes, on a char boundary, ending in `… [cut from <n> bytes]`
+/// when it was longer (`<n>` is its length); unchanged when it fits.
+pub fn cut(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let marker = format!("… [cut from {} bytes]", text.len());
+    let mut keep = max.saturating_sub(marker.len());
+    while !text.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    Cow::Owned(format!("{}{marker}", &text[..keep]))
+}
+
+/// A reason, cut to [`MAX_REASON`].
+pub fn reason(text: &str) -> Cow<'_, str> {
+    cut(text, MAX_REASON)
+}
+
+/// An identifier to quote in a reason, cut to [`MAX_ECHO`].
+pub fn echo(id: &str) -> Cow<'_, str> {
+    cut(id, MAX_ECHO)
+}
+
+/// `prefix` then `text`, together cut to [`MAX_REASON`] (the cut falls in `text`).
+pub fn prefixed(prefix: &str, text: &str) -> String {
+    let room = MAX_REASON.saturating_sub(prefix.len());
+    format!("{prefix}{}", cut(text, room))
+}
+
+/// `e` with its reason and detail cut to [`MAX_REASON`], retryable or not as it was.
+pub fn bounded(e: HandlerError) -> HandlerError {
+    let failure = e.failure();
+    if failure.reason.len() <= MAX_REASON && failure.detail.values().all(|v| v.len() <= MAX_REASON)
+    {
+        return e;
+    }
+    let text = reason(&failure.reason).into_owned();
+    let mut out = if e.is_retryable() {
+        HandlerError::retryable(text)
+    } else {
+        HandlerError::permanent(text)
+    };
+    for (k, v) in &failure.detail {
+        out = out.with_detail(k.clone(), reason(v).into_owned());
+    }
+    out
+}
 
 /// Write the record only if the stored version is the one read. KEYS: 1 entity. ARGV: 1 the
 /// version read (`0` for a new record), 2 the new version, 3 the record. Returns 1 when
@@ -23,6 +101,15 @@ const CAS: &str = r#"
 local current = redis.call('HGET', KEYS[1], 'v') or '0'
 if current ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
+return 1
+"#;
+
+/// Count a wake-up once per message. KEYS: 1 the queue's `speculations` list, 2 the message's
+/// `speculated` marker. ARGV: 1 the marker's TTL (ms), 2 the batch. Returns 1 when counted, 0
+/// when the message was counted before (a redelivery).
+const NOTE_SPECULATION: &str = r#"
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[2])
 return 1
 "#;
 
@@ -49,14 +136,13 @@ impl std::fmt::Display for StoreError {
 
 /// Version conflicts and lost connections are retried; a corrupt record is not. (`StoreError`
 /// is deliberately not a `std::error::Error`, so this impl, not the runtime's catch-all, decides.)
-impl From<StoreError> for keyway_runtime::stub::HandlerError {
+impl From<StoreError> for HandlerError {
     fn from(e: StoreError) -> Self {
+        let text = reason(&e.to_string()).into_owned();
         match e {
-            StoreError::Conflict(_) => keyway_runtime::stub::HandlerError::retryable(e.to_string()),
-            StoreError::Transport(ref t) if t.is_retryable() => {
-                keyway_runtime::stub::HandlerError::retryable(e.to_string())
-            }
-            _ => keyway_runtime::stub::HandlerError::permanent(e.to_string()),
+            StoreError::Conflict(_) => HandlerError::retryable(text),
+            StoreError::Transport(ref t) if t.is_retryable() => HandlerError::retryable(text),
+            _ => HandlerError::permanent(text),
         }
     }
 }
@@ -81,40 +167,59 @@ pub fn queue_of(id: &str) -> &str {
 #[derive(Clone)]
 pub struct Store {
     client: Client,
-    cas: std::sync::Arc<Script>,
+    prefix: Arc<str>,
+    marker_ttl_ms: i64,
+    cas: Arc<Script>,
+    note_speculation: Arc<Script>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Store")
+        f.debug_struct("Store")
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 
-fn batch_key(id: &str) -> String {
-    format!("kw:st:{{{}}}:batch:{id}", queue_of(id))
-}
-
-fn request_key(id: &str) -> String {
-    format!("kw:st:{{{}}}:request:{id}", queue_of(id))
-}
-
-fn member_key(queue: &str, kind: &str, state: &str) -> String {
-    format!("kw:st:{{{queue}}}:{kind}s:{state}")
-}
-
-const QUEUES: &str = "kw:st:queues";
-
-fn revisions_key(request: &str) -> String {
-    format!("kw:st:{{{}}}:revisions:{request}", queue_of(request))
-}
-
 impl Store {
-    /// A store on `client`.
-    pub fn new(client: Client) -> Self {
+    /// A store on `backend`'s client, under its key prefix. Its once-per-message markers last
+    /// as long as the backend's publish dedup (`redis.dedup_ttl`).
+    pub fn new(backend: &RedisBackend) -> Self {
+        let redis = &backend.config().redis;
         Store {
-            client,
-            cas: std::sync::Arc::new(Script::from_lua(CAS)),
+            client: backend.client().clone(),
+            prefix: redis.key_prefix.as_str().into(),
+            marker_ttl_ms: i64::try_from(redis.dedup_ttl.as_millis())
+                .unwrap_or(i64::MAX)
+                .max(1),
+            cas: Arc::new(Script::from_lua(CAS)),
+            note_speculation: Arc::new(Script::from_lua(NOTE_SPECULATION)),
         }
+    }
+
+    /// A key of `queue`'s records: `<prefix>:st:{<queue>}:<rest>`.
+    fn key(&self, queue: &str, rest: &str) -> String {
+        format!("{}:st:{{{queue}}}:{rest}", self.prefix)
+    }
+
+    fn batch_key(&self, id: &str) -> String {
+        self.key(queue_of(id), &format!("batch:{id}"))
+    }
+
+    fn request_key(&self, id: &str) -> String {
+        self.key(queue_of(id), &format!("request:{id}"))
+    }
+
+    fn member_key(&self, queue: &str, kind: &str, state: &str) -> String {
+        self.key(queue, &format!("{kind}s:{state}"))
+    }
+
+    fn revisions_key(&self, request: &str) -> String {
+        self.key(queue_of(request), &format!("revisions:{request}"))
+    }
+
+    fn queues_key(&self) -> String {
+        format!("{}:st:queues", self.prefix)
     }
 
     async fn cmd(&self, name: &'static str, args: Vec<Value>) -> Result<Value, StoreError> {
@@ -129,7 +234,7 @@ impl Store {
 
     /// Register a queue.
     pub async fn add_queue(&self, queue: &str) -> Result<(), StoreError> {
-        self.cmd("SADD", vec![QUEUES.into(), queue.into()])
+        self.cmd("SADD", vec![self.queues_key().into(), queue.into()])
             .await
             .map(drop)
     }
@@ -137,14 +242,14 @@ impl Store {
     /// Whether `queue` is registered.
     pub async fn queue_exists(&self, queue: &str) -> Result<bool, StoreError> {
         let v = self
-            .cmd("SISMEMBER", vec![QUEUES.into(), queue.into()])
+            .cmd("SISMEMBER", vec![self.queues_key().into(), queue.into()])
             .await?;
         Ok(v.as_i64() == Some(1))
     }
 
     /// Every registered queue.
     pub async fn queues(&self) -> Result<Vec<String>, StoreError> {
-        let v = self.cmd("SMEMBERS", vec![QUEUES.into()]).await?;
+        let v = self.cmd("SMEMBERS", vec![self.queues_key().into()]).await?;
         let mut out: Vec<String> = v.into_array().iter().filter_map(Value::as_string).collect();
         out.sort();
         Ok(out)
@@ -159,7 +264,7 @@ impl Store {
         };
         json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", echo(&key))))
     }
 
     async fn write<M: json::JsonMessage>(
@@ -192,12 +297,12 @@ impl Store {
 
     /// The batch `id`, if it exists.
     pub async fn batch(&self, id: &str) -> Result<Option<Batch>, StoreError> {
-        self.load(batch_key(id)).await
+        self.load(self.batch_key(id)).await
     }
 
     /// The request `id`, if it exists.
     pub async fn request(&self, id: &str) -> Result<Option<Request>, StoreError> {
-        self.load(request_key(id)).await
+        self.load(self.request_key(id)).await
     }
 
     /// Write `batch` if its stored version is still `batch.version`, then bump the version and
@@ -207,8 +312,8 @@ impl Store {
         batch.version = read + 1;
         let result = self
             .write(
-                batch_key(&batch.id),
-                &format!("batch {}", batch.id),
+                self.batch_key(&batch.id),
+                &format!("batch {}", echo(&batch.id)),
                 read,
                 &*batch,
             )
@@ -227,8 +332,8 @@ impl Store {
         request.version = read + 1;
         let result = self
             .write(
-                request_key(&request.id),
-                &format!("request {}", request.id),
+                self.request_key(&request.id),
+                &format!("request {}", echo(&request.id)),
                 read,
                 &*request,
             )
@@ -251,13 +356,13 @@ impl Store {
         for other in all.iter().filter(|s| **s != state) {
             self.cmd(
                 "SREM",
-                vec![member_key(queue, kind, other).into(), id.into()],
+                vec![self.member_key(queue, kind, other).into(), id.into()],
             )
             .await?;
         }
         self.cmd(
             "SADD",
-            vec![member_key(queue, kind, state).into(), id.into()],
+            vec![self.member_key(queue, kind, state).into(), id.into()],
         )
         .await
         .map(drop)
@@ -298,7 +403,7 @@ impl Store {
         let v = self
             .cmd(
                 "SMEMBERS",
-                vec![member_key(queue, "batch", state.as_str_name()).into()],
+                vec![self.member_key(queue, "batch", state.as_str_name()).into()],
             )
             .await?;
         let mut ids: Vec<String> = v.into_array().iter().filter_map(Value::as_string).collect();
@@ -312,7 +417,7 @@ impl Store {
         request: &str,
         revisions: &[String],
     ) -> Result<(), StoreError> {
-        let key = revisions_key(request);
+        let key = self.revisions_key(request);
         self.cmd("DEL", vec![key.clone().into()]).await?;
         if revisions.is_empty() {
             return Ok(());
@@ -327,7 +432,7 @@ impl Store {
         let v = self
             .cmd(
                 "LRANGE",
-                vec![revisions_key(request).into(), 0.into(), (-1).into()],
+                vec![self.revisions_key(request).into(), 0.into(), (-1).into()],
             )
             .await?;
         Ok(v.into_array().iter().filter_map(Value::as_string).collect())
@@ -349,24 +454,39 @@ impl Store {
     /// The next number of a `kind` (`batch`, `request`) in `queue`: 1, 2, ... (never reused).
     pub async fn next_number(&self, queue: &str, kind: &str) -> Result<u64, StoreError> {
         let v = self
-            .cmd("INCR", vec![format!("kw:st:{{{queue}}}:seq:{kind}").into()])
+            .cmd("INCR", vec![self.key(queue, &format!("seq:{kind}")).into()])
             .await?;
         v.as_u64().ok_or_else(|| {
-            StoreError::Corrupt(format!("the {kind} counter of {queue} is not a number"))
+            StoreError::Corrupt(format!(
+                "the {kind} counter of {} is not a number",
+                echo(queue)
+            ))
         })
     }
 
-    /// Count wake-ups of the speculate stage for a queue (for the demo and tests).
-    pub async fn note_speculation(&self, queue: &str, batch: &str) -> Result<(), StoreError> {
-        self.cmd(
-            "RPUSH",
-            vec![
-                format!("kw:st:{{{queue}}}:speculations").into(),
-                batch.into(),
-            ],
-        )
-        .await
-        .map(drop)
+    /// Count a wake-up of the speculate stage for `batch` of `queue`, once per message id: a
+    /// redelivery of message `message_id` (within `redis.dedup_ttl`) is not counted again.
+    /// Returns whether it was counted. (For the demo and tests.)
+    pub async fn note_speculation(
+        &self,
+        queue: &str,
+        batch: &str,
+        message_id: &str,
+    ) -> Result<bool, StoreError> {
+        let marker = self.key(
+            queue,
+            &format!("speculated:{}", fred::util::sha1_hash(message_id)),
+        );
+        let counted: i64 = self
+            .note_speculation
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.key(queue, "speculations"), marker],
+                vec![Value::from(self.marker_ttl_ms), Value::from(batch)],
+            )
+            .await
+            .map_err(transport)?;
+        Ok(counted == 1)
     }
 
     /// The batches whose completion woke the speculate stage, in order.
@@ -375,7 +495,7 @@ impl Store {
             .cmd(
                 "LRANGE",
                 vec![
-                    format!("kw:st:{{{queue}}}:speculations").into(),
+                    self.key(queue, "speculations").into(),
                     0.into(),
                     (-1).into(),
                 ],
@@ -416,4 +536,30 @@ pub fn is_terminal(state: BatchState) -> bool {
 /// Terminal, or on its way to cancelled.
 pub fn is_halted(state: BatchState) -> bool {
     is_terminal(state) || state == BatchState::Cancelling
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_cut_on_a_char_boundary_with_a_marker() {
+        assert!(matches!(cut("short", 10), Cow::Borrowed("short")));
+        let long = "é".repeat(600);
+        let cut_text = cut(&long, MAX_REASON);
+        assert!(cut_text.len() <= MAX_REASON);
+        assert!(cut_text.ends_with("é… [cut from 1200 bytes]"), "{cut_text}");
+        // Every byte count lands on a boundary, whatever the width of the characters.
+        for max in 30..60 {
+            let text = format!("a{}", "€😀".repeat(20));
+            let out = cut(&text, max);
+            assert!(out.len() <= max, "{max}: {out}");
+            assert!(out.ends_with(&format!(" [cut from {} bytes]", text.len())));
+        }
+        assert_eq!(
+            prefixed("dead-lettered: ", &"x".repeat(2000)).len(),
+            MAX_REASON
+        );
+        assert_eq!(prefixed("dead-lettered: ", "boom"), "dead-lettered: boom");
+    }
 }
