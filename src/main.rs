@@ -2,12 +2,14 @@
 //!
 //! Exit codes: 0 success, 1 the command ran and failed, 2 usage error.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod contract_cli;
+mod ops;
 
 use keyway::merge_service::config::MergerConfig;
 use keyway::merge_service::{AnyMerger, FakeMerger};
@@ -18,6 +20,10 @@ use keyway::stages::submit::{self, NewRequest};
 use keyway_runtime::json;
 use keyway_runtime::redis::config::redact_url;
 use keyway_runtime::redis::{Config, EmbeddedOptions, EmbeddedRedis, RedisBackend, Shutdown};
+use ops::acl::AclRole;
+use ops::connect::{connect_patiently, Connected, StopSignals};
+use ops::logging::LogFormat;
+use ops::metrics_http::{Endpoint, Source};
 
 /// Keyway: the `.proto` file is the contract for your message queues. Runs the merge loop's
 /// stages on Redis Streams and checks contracts in CI.
@@ -41,23 +47,82 @@ struct Redis {
     config: Option<PathBuf>,
 }
 
+/// How a long-lived command logs: `tracing` events on standard error.
+#[derive(Debug, clap::Args)]
+struct Logs {
+    /// Log lines for people, or one JSON object per line for log shippers. Which events:
+    /// KEYWAY_LOG (else RUST_LOG), e.g. `debug` or `keyway_runtime=debug,info`; default `info`
+    /// for Keyway, `warn` for the rest.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "human",
+        env = "KEYWAY_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the whole merge loop on seeded queues and print the outcome; exits 1 if anything
     /// turned out other than seeded.
     ///
-    /// Uses REDIS_URL, or starts its own redis-server in a scratch directory when it is unset.
+    /// Uses REDIS_URL (waiting for it to be reachable), or starts its own redis-server in a
+    /// scratch directory when it is unset.
     Demo {
         #[command(flatten)]
         redis: Redis,
+        #[command(flatten)]
+        logs: Logs,
     },
     /// Run stage roles until SIGTERM or Ctrl-C.
+    ///
+    /// Waits for Redis when it is not reachable yet, retrying with backoff; a wrong URL,
+    /// password or configuration fails at once.
     Run {
         /// The roles to run in this process.
         #[arg(required = true, value_enum, value_name = "ROLE")]
         roles: Vec<RoleName>,
         #[command(flatten)]
         redis: Redis,
+        #[command(flatten)]
+        logs: Logs,
+        /// Serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9464 (port 0 picks
+        /// a free port, which is logged).
+        #[arg(long, env = "KEYWAY_METRICS_ADDR", value_name = "ADDR")]
+        metrics_addr: Option<SocketAddr>,
+    },
+    /// Print the Redis ACL rules each role needs: one `ACL SETUSER` command per role, to pipe
+    /// into `redis-cli`.
+    ///
+    /// Each role may run the commands it sends and touch the keys it uses, nothing more: only
+    /// Runway, the reconciler and the mergesignal stage that consumes it can write
+    /// merge-signal. The command replaces the user's
+    /// permissions and keeps its passwords; give a new user one with
+    /// `ACL SETUSER keyway-<role> >PASSWORD` and connect with
+    /// REDIS_URL=redis://keyway-<role>:PASSWORD@host:6379. Keys follow the configuration's
+    /// key prefix and streams (--config or KEYWAY_CONFIG).
+    Acl {
+        /// The roles, repeatable or comma-separated.
+        #[arg(
+            long = "role",
+            required = true,
+            value_enum,
+            value_name = "ROLE",
+            value_delimiter = ','
+        )]
+        roles: Vec<AclRole>,
+        /// One user of this name with the rules of every role given (for a process that runs
+        /// several), instead of a user `keyway-<role>` per role.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Print only the rules, one line per user.
+        #[arg(long)]
+        rules_only: bool,
+        /// The runtime configuration (key prefix, streams).
+        #[arg(long, env = "KEYWAY_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Hand Keyway a batch to land and print its id.
     ///
@@ -171,7 +236,13 @@ fn main() -> ExitCode {
                 Err(e) => fail(format!("writing the descriptor set: {e}")),
             }
         }
-        Command::Demo { redis } => runtime().block_on(demo_command(redis)),
+        Command::Demo { redis, logs } => runtime().block_on(demo_command(redis, logs.log_format)),
+        Command::Acl {
+            roles,
+            user,
+            rules_only,
+            config,
+        } => acl_command(&roles, user.as_deref(), rules_only, config.as_deref()),
         Command::Contract { command } => contract_cli::run(command),
         Command::Dlq {
             command: DlqCommand::List { redis },
@@ -207,14 +278,19 @@ fn main() -> ExitCode {
             format,
             redis,
         } => runtime().block_on(status(&batch, format, redis)),
-        Command::Run { roles, redis } => {
+        Command::Run {
+            roles,
+            redis,
+            logs,
+            metrics_addr,
+        } => {
             let mut parsed: Vec<Role> = Vec::new();
             for role in roles.iter().flat_map(|r| r.roles()) {
                 if !parsed.contains(role) {
                     parsed.push(*role);
                 }
             }
-            runtime().block_on(run_roles(parsed, redis))
+            runtime().block_on(run_command(parsed, redis, logs.log_format, metrics_addr))
         }
     }
 }
@@ -236,7 +312,15 @@ fn fail(message: String) -> ExitCode {
 fn settings(url: &str, redis: &Redis) -> Result<(Config, Option<MergerConfig>), String> {
     match &redis.config {
         Some(path) => app::load_settings(path, Some(url)),
-        None => Ok((app::config(url), None)),
+        None => {
+            // With no file, the password may still come from REDIS_PASSWORD(_FILE).
+            let mut config = app::config(url);
+            config
+                .redis
+                .apply_password_env(std::env::vars())
+                .map_err(|e| e.to_string())?;
+            Ok((config, None))
+        }
     }
 }
 
@@ -261,77 +345,129 @@ fn redis_url(redis: &Redis) -> Result<String, String> {
     })
 }
 
-async fn demo_command(redis: Redis) -> ExitCode {
-    // With no REDIS_URL, a server of our own in a scratch directory, removed on exit.
-    let (url, server) = match &redis.redis_url {
-        Some(url) => (url.clone(), None),
-        None => match EmbeddedRedis::start(EmbeddedOptions::default()) {
-            Ok(server) => {
-                println!(
-                    "started redis-server on {} (data in {})",
-                    server.url(),
-                    server.dir().display()
-                );
-                (server.url(), Some(server))
-            }
-            Err(e) => return fail(e.to_string()),
-        },
-    };
-    let backend = match connect(&url, &redis).await {
-        Ok(b) => b,
-        Err(e) => return fail(e),
-    };
-    let result = keyway::demo::run(&backend, &mut std::io::stdout()).await;
-    drop(server);
-    match result {
+/// Install the log subscriber, run `body`, and log its error: the shell of `run` and `demo`.
+async fn logged(
+    format: LogFormat,
+    body: impl std::future::Future<Output = Result<(), String>>,
+) -> ExitCode {
+    if let Err(e) = ops::logging::init(format) {
+        return fail(e);
+    }
+    match body.await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(e),
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
     }
 }
 
-async fn run_roles(roles: Vec<Role>, redis: Redis) -> ExitCode {
-    let url = match redis_url(&redis) {
-        Ok(u) => u,
-        Err(e) => return fail(e),
+async fn demo_command(redis: Redis, format: LogFormat) -> ExitCode {
+    logged(format, demo(redis)).await
+}
+
+async fn demo(redis: Redis) -> Result<(), String> {
+    // With no REDIS_URL, a server of our own in a scratch directory, removed on exit.
+    let (url, server) = match &redis.redis_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let server =
+                EmbeddedRedis::start(EmbeddedOptions::default()).map_err(|e| e.to_string())?;
+            println!(
+                "started redis-server on {} (data in {})",
+                server.url(),
+                server.dir().display()
+            );
+            (server.url(), Some(server))
+        }
     };
-    let (config, runway) = match settings(&url, &redis) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
+    let (config, _) = settings(&url, &redis)?;
+    let mut stop = StopSignals::new()?;
+    let backend = match connect_patiently(config, &mut stop).await? {
+        Connected::Ready(backend) => backend,
+        Connected::Stopped(why) => return Err(format!("{why} before Redis was reachable")),
     };
+    let mut out = std::io::stdout();
+    let result = tokio::select! {
+        result = keyway::demo::run(&backend, &mut out) => result,
+        why = stop.recv() => Err(format!("{why} before the loop settled")),
+    };
+    drop(server);
+    result
+}
+
+async fn run_command(
+    roles: Vec<Role>,
+    redis: Redis,
+    format: LogFormat,
+    metrics_addr: Option<SocketAddr>,
+) -> ExitCode {
+    logged(format, run_roles(roles, redis, metrics_addr)).await
+}
+
+async fn run_roles(
+    roles: Vec<Role>,
+    redis: Redis,
+    metrics_addr: Option<SocketAddr>,
+) -> Result<(), String> {
+    let url = redis_url(&redis)?;
+    let (config, runway) = settings(&url, &redis)?;
     // Only the runway role lands anything; the others never call the merger.
     let merger = match (roles.contains(&Role::Runway), runway) {
         (false, _) => AnyMerger::Fake(FakeMerger),
-        (true, Some(runway)) => match AnyMerger::from_config(runway).await {
-            Ok(m) => m,
-            Err(e) => return fail(e),
-        },
-        (true, None) => return fail(
+        (true, Some(runway)) => AnyMerger::from_config(runway).await?,
+        (true, None) => return Err(
             "the runway role needs a [runway] section in the config (--config or KEYWAY_CONFIG): \
                  queues for the git merger, or merger = \"fake\""
                 .to_owned(),
         ),
     };
-    let backend = match connect_with(config).await {
-        Ok(b) => b,
-        Err(e) => return fail(e),
+    let mut stop = StopSignals::new()?;
+    // The endpoint is up (and answers keyway_ready 0) while the process waits for Redis.
+    let source = Source::default();
+    let endpoint = match metrics_addr {
+        Some(addr) => {
+            let endpoint = Endpoint::bind(addr).await?;
+            let addr = endpoint.addr();
+            tracing::info!(%addr, "serving metrics on http://{addr}/metrics");
+            Some(tokio::spawn(endpoint.serve(source.clone())))
+        }
+        None => None,
     };
+    let result = run_until_stopped(&roles, config, &merger, &mut stop, &source).await;
+    if let Some(endpoint) = endpoint {
+        endpoint.abort();
+    }
+    result
+}
+
+async fn run_until_stopped(
+    roles: &[Role],
+    config: Config,
+    merger: &AnyMerger,
+    stop: &mut StopSignals,
+    source: &Source,
+) -> Result<(), String> {
+    let shown = redact_url(&config.redis.url);
+    let backend = match connect_patiently(config, stop).await? {
+        Connected::Ready(backend) => backend,
+        Connected::Stopped(why) => {
+            tracing::info!("{why} before Redis was reachable: stopping");
+            return Ok(());
+        }
+    };
+    source.set(backend.metrics().clone());
     let (trigger, shutdown) = Shutdown::new();
-    let mut tasks = app::start(&backend, &roles, &merger, &shutdown);
-    let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
-    eprintln!(
-        "keyway: running {} against {}",
-        names.join(", "),
-        redact_url(&url)
-    );
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => return fail(format!("cannot watch SIGTERM: {e}")),
-        };
+    let mut tasks = app::start(&backend, roles, merger, &shutdown);
+    let names = roles
+        .iter()
+        .map(|r| r.name())
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::info!("running {names} against {shown}");
     let mut failed = None;
     tokio::select! {
-        _ = terminate.recv() => eprintln!("keyway: SIGTERM, stopping"),
-        _ = tokio::signal::ctrl_c() => eprintln!("keyway: interrupted, stopping"),
+        why = stop.recv() => tracing::info!("{why}: stopping"),
         done = tasks.join_next() => failed = Some(match done {
             Some(Ok(Err(e))) => format!("a stage failed: {e}"),
             Some(Err(e)) => format!("a stage crashed: {e}"),
@@ -345,9 +481,60 @@ async fn run_roles(roles: Vec<Role>, redis: Redis) -> ExitCode {
         }
     }
     match failed {
-        None => ExitCode::SUCCESS,
-        Some(e) => fail(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Some(e) => Err(e),
     }
+}
+
+/// `keyway acl`: the rules of each role, or of one user holding several.
+fn acl_command(
+    roles: &[AclRole],
+    user: Option<&str>,
+    rules_only: bool,
+    config: Option<&std::path::Path>,
+) -> ExitCode {
+    let config = match config {
+        Some(path) => match app::load_config(path, None) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        },
+        None => app::config("redis://127.0.0.1:6379"),
+    };
+    let mut singles: Vec<AclRole> = Vec::new();
+    for one in roles.iter().flat_map(|r| r.expand()) {
+        if !singles.contains(&one) {
+            singles.push(one);
+        }
+    }
+    let mut users: Vec<(String, ops::acl::Grants)> = Vec::new();
+    for role in &singles {
+        match ops::acl::grants(*role, &config) {
+            Ok(g) => users.push((format!("keyway-{}", role.name()), g)),
+            Err(e) => return fail(e),
+        }
+    }
+    if let Some(name) = user {
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            eprintln!("keyway: --user {name:?}: a Redis user name without spaces");
+            return ExitCode::from(2);
+        }
+        let mut union = ops::acl::Grants::default();
+        for (_, g) in &users {
+            union.merge(g);
+        }
+        users = vec![(name.to_owned(), union)];
+    }
+    for (name, g) in &users {
+        if rules_only {
+            println!("{}", g.rules().join(" "));
+        } else {
+            println!("{}", g.setuser(name));
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 async fn dlq_list(redis: Redis) -> ExitCode {
@@ -446,7 +633,7 @@ async fn submit_command(queue: &str, requests: &[NewRequest], redis: Redis) -> E
         Ok(b) => b,
         Err(e) => return fail(e),
     };
-    let store = Store::new(backend.client().clone());
+    let store = Store::new(&backend);
     match submit::submit(&backend, &store, queue, requests).await {
         Ok(batch) => {
             println!("{}", batch.id);
@@ -465,7 +652,7 @@ async fn status(id: &str, format: StatusFormat, redis: Redis) -> ExitCode {
         Ok(b) => b,
         Err(e) => return fail(e),
     };
-    let store = Store::new(backend.client().clone());
+    let store = Store::new(&backend);
     let batch: Batch = match store.batch(id).await {
         Ok(Some(b)) => b,
         Ok(None) => return fail(format!("no batch {id:?}")),

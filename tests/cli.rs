@@ -71,7 +71,7 @@ fn the_demo_lands_real_commits_on_its_own_redis_server() {
     // It says what to expect, and that it happened.
     for seeded in [
         "payments/batch/2 is seeded to fail: ledger-rewrite changes the lines ledger-rounding changed",
-        "search/batch/1 is seeded to fail: search-fork.git does not exist",
+        "search/batch/1 is seeded to fail: search-fork.git is gone",
     ] {
         assert!(stdout.contains(seeded), "{stdout}");
     }
@@ -128,6 +128,7 @@ fn version_and_help_for_every_command() {
         &["--help"][..],
         &["demo", "--help"],
         &["run", "--help"],
+        &["acl", "--help"],
         &["dlq", "--help"],
         &["dlq", "list", "--help"],
         &["descriptor", "--help"],
@@ -147,6 +148,17 @@ fn version_and_help_for_every_command() {
     // `run --help` is help, not a role named `--help`, and lists the roles.
     let stdout = String::from_utf8_lossy(&keyway(&["run", "--help"]).stdout).into_owned();
     for role in ["merge", "mergesignal", "runway", "reconcile", "all"] {
+        assert!(stdout.contains(&format!("- {role}:")), "{stdout}");
+    }
+    for option in [
+        "--log-format <FORMAT>",
+        "--metrics-addr <ADDR>",
+        "KEYWAY_LOG",
+    ] {
+        assert!(stdout.contains(option), "{option}: {stdout}");
+    }
+    let stdout = String::from_utf8_lossy(&keyway(&["acl", "--help"]).stdout).into_owned();
+    for role in ["merge", "runway", "submit", "inspect"] {
         assert!(stdout.contains(&format!("- {role}:")), "{stdout}");
     }
 }
@@ -325,15 +337,20 @@ fn the_runway_role_needs_its_merger_configured() {
     std::fs::create_dir_all(&dir).unwrap();
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/keyway.toml")).unwrap();
-    let run = |extra: &str| {
-        let path = dir.join("keyway.toml");
+    let path = dir.join("keyway.toml");
+    let runway = |extra: &str| {
         std::fs::write(&path, format!("{example}\n{extra}")).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_keyway"))
+        Command::new(env!("CARGO_BIN_EXE_keyway"))
             .args(["run", "runway"])
             .env("REDIS_URL", format!("redis://127.0.0.1:{}", closed_port()))
             .env("KEYWAY_CONFIG", &path)
-            .output()
-            .unwrap();
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let run = |extra: &str| {
+        let out = runway(extra).wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(1));
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -349,8 +366,55 @@ fn the_runway_role_needs_its_merger_configured() {
         ),
         "{stderr}"
     );
-    // With the merger configured it gets as far as connecting.
-    let stderr = run("[runway]\nmerger = \"fake\"\n");
-    assert!(stderr.contains("cannot connect to Redis at"), "{stderr}");
+    // With the merger configured it gets as far as waiting for Redis.
+    let mut child = runway("[runway]\nmerger = \"fake\"\n");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("not reachable") {
+        line.clear();
+        let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(read > 0, "it stopped before waiting for Redis");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_password_can_come_from_the_environment_alone() {
+    use keyway_runtime::redis::embedded::EmbeddedSecurity;
+    use keyway_runtime::redis::{EmbeddedOptions, EmbeddedRedis};
+    let server = EmbeddedRedis::start_secured(
+        EmbeddedOptions::default(),
+        EmbeddedSecurity {
+            password: Some("hunter2".into()),
+            tls: None,
+        },
+    )
+    .unwrap();
+    let list = |password: &str| {
+        Command::new(env!("CARGO_BIN_EXE_keyway"))
+            .args(["dlq", "list"])
+            .env("REDIS_URL", server.url())
+            .env("REDIS_PASSWORD", password)
+            .env_remove("KEYWAY_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = list("hunter2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no parked dead letters"));
+    let out = list("wrong");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("REDIS_PASSWORD"), "{stderr}");
+    assert!(
+        !stderr.contains("wrong") || stderr.contains("WRONGPASS"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 }
