@@ -555,9 +555,9 @@ async fn land(m: &GitMerger, uri: &str, i: usize) -> Vec<Vec<String>> {
     outputs(m.merge(&req, true).await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_mergers_on_one_branch_land_every_change_exactly_once() {
-    let r = Repos::new("contention");
+/// Two Runway processes (their own mirrors) landing different changes on one branch at once,
+/// with the target at `repository` (the local bare path, or a `git://` URL of it).
+async fn contend(r: &Repos, repository: &str) {
     let n = 8;
     let mut uris = Vec::new();
     for i in 0..2 * n {
@@ -565,8 +565,12 @@ async fn two_mergers_on_one_branch_land_every_change_exactly_once() {
     }
     let start = r.tip();
     // Two Runway processes: their own mirrors, one target.
-    let a = merger(r.queue_with_mirror(Strategy::Rebase, r.root.join("mirror-a"))).await;
-    let b = merger(r.queue_with_mirror(Strategy::Rebase, r.root.join("mirror-b"))).await;
+    let queue = |mirror: &str| GitQueue {
+        repository: repository.to_owned(),
+        ..r.queue_with_mirror(Strategy::Rebase, r.root.join(mirror))
+    };
+    let a = merger(queue("mirror-a")).await;
+    let b = merger(queue("mirror-b")).await;
     let (left, right) = tokio::join!(
         async {
             let mut out = Vec::new();
@@ -598,6 +602,19 @@ async fn two_mergers_on_one_branch_land_every_change_exactly_once() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_mergers_on_one_local_branch_land_every_change_exactly_once() {
+    let r = Repos::new("contention-local");
+    contend(&r, &r.origin.display().to_string()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_mergers_pushing_to_one_branch_land_every_change_exactly_once() {
+    let r = Repos::new("contention-push");
+    let daemon = Daemon::start(&r.root);
+    contend(&r, &format!("git://127.0.0.1:{}/origin.git", daemon.1)).await;
+}
+
 /// A `pre-push` hook in the merger's mirror that pushes an outside commit to the target first,
 /// `times` times: the push's lease then fails and the merger must recompute.
 fn interfere(r: &Repos, mirror_dir: &Path, times: usize) {
@@ -626,7 +643,14 @@ async fn an_outside_push_between_compute_and_push_is_recomputed_on() {
     let r = Repos::new("outside");
     let warm = r.change("warm", "main", &[("w.txt", "w\n")]);
     let uri = r.change("feature", "main", &[("o.txt", "o\n")]);
-    let m = merger(r.queue(Strategy::Rebase)).await;
+    // Through a transport, so the landing is a push from a mirror whose hook can interfere.
+    let daemon = Daemon::start(&r.root);
+    let remote = |max_landing_attempts| GitQueue {
+        repository: format!("git://127.0.0.1:{}/origin.git", daemon.1),
+        max_landing_attempts,
+        ..r.queue(Strategy::Rebase)
+    };
+    let m = merger(remote(10)).await;
     outputs(
         m.merge(
             &request(vec![step("q/0", Strategy::Rebase, &[&warm])]),
@@ -652,9 +676,7 @@ async fn an_outside_push_between_compute_and_push_is_recomputed_on() {
     assert_eq!(r.show("main", "o.txt"), "o");
 
     // Contention that never ends gives up, retryably, after the configured attempts.
-    let mut queue = r.queue(Strategy::Rebase);
-    queue.max_landing_attempts = 3;
-    let m = merger(queue).await;
+    let m = merger(remote(3)).await;
     interfere(&r, &r.root.join("mirrors"), 100);
     let again = r.change("again", "main", &[("g.txt", "g\n")]);
     let e = m
@@ -668,4 +690,103 @@ async fn an_outside_push_between_compute_and_push_is_recomputed_on() {
         e.0.starts_with("exceeded 3 landing attempts due to contention"),
         "{e}"
     );
+}
+
+/// `git daemon` serving `root` on a free loopback port, stopped when dropped.
+struct Daemon(std::process::Child, u16);
+
+impl Daemon {
+    fn start(root: &Path) -> Daemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--export-all",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+                "--enable=receive-pack",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", root.display()))
+            .arg(root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "git daemon did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Daemon(child, port)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn git_uris_are_fetched_over_the_git_protocol() {
+    let r = Repos::new("daemon");
+    let file_uri = r.change("feature", "main", &[("g.txt", "over git://\n")]);
+    let sha = file_uri.rsplit('/').next().unwrap().to_owned();
+    let daemon = Daemon::start(&r.root);
+    let uri = format!(
+        "git://127.0.0.1:{}/origin.git/refs%2Fheads%2Ffeature/{sha}",
+        daemon.1
+    );
+    let m = merger(r.queue(Strategy::Rebase)).await;
+    let out = outputs(
+        m.merge(&request(vec![step("q/1", Strategy::Rebase, &[&uri])]), true)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(out[0].len(), 1);
+    assert_eq!(r.show("main", "g.txt"), "over git://");
+    // A sha the daemon's repository does not have, while the daemon answers: not found.
+    let missing = format!(
+        "git://127.0.0.1:{}/origin.git/refs%2Fheads%2Ffeature/{}",
+        daemon.1,
+        "12".repeat(20)
+    );
+    let (reason, _) = failure(
+        m.merge(
+            &request(vec![step("q/2", Strategy::Rebase, &[&missing])]),
+            true,
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(
+        reason.contains(
+            "commit 1212121212121212121212121212121212121212 not found in git://127.0.0.1:"
+        ),
+        "{reason}"
+    );
+    // No daemon on the port: an infrastructure failure, retried.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nobody = missing.replace(&format!(":{}/", daemon.1), &format!(":{closed}/"));
+    let e = m
+        .merge(
+            &request(vec![step("q/3", Strategy::Rebase, &[&nobody])]),
+            true,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.0.contains("cannot reach git://127.0.0.1:"), "{e}");
 }

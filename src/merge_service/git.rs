@@ -216,8 +216,14 @@ fn command(dir: Option<&Path>) -> tokio::process::Command {
     c
 }
 
+/// The git that runs: whether `merge-tree` takes `--merge-base` (2.40+).
+#[derive(Debug, Clone)]
+pub(super) struct GitVersion {
+    pub(super) merge_base_option: bool,
+}
+
 /// The installed git's version, checked against [`MIN_GIT`].
-pub(super) async fn check_version() -> Result<String, String> {
+pub(super) async fn check_version() -> Result<GitVersion, String> {
     let out = command(None).arg("--version").output().await.map_err(|e| {
         format!(
             "cannot run git: {e} (install git {}.{} or newer)",
@@ -236,10 +242,33 @@ pub(super) async fn check_version() -> Result<String, String> {
             MIN_GIT.0, MIN_GIT.1
         ));
     }
-    Ok(text)
+    Ok(GitVersion {
+        merge_base_option: found >= (2, 40),
+    })
+}
+
+/// The bare repository on this machine that `repository` names (a path or a `file://` URL),
+/// if it is one: Runway then works in its object database and moves its ref directly.
+pub(super) fn local_bare(repository: &str) -> Option<PathBuf> {
+    let path = match repository.split_once("://") {
+        Some(("file", rest)) => PathBuf::from(rest),
+        Some(_) => return None,
+        None if repository.contains(':') && !repository.starts_with('/') => return None,
+        None => PathBuf::from(repository),
+    };
+    let bare =
+        path.join("HEAD").is_file() && path.join("objects").is_dir() && !path.join(".git").exists();
+    bare.then_some(path)
 }
 
 impl Repo {
+    /// The repository at `dir` as it is: nothing is created.
+    pub(super) fn existing(dir: &Path) -> Repo {
+        Repo {
+            dir: dir.to_owned(),
+        }
+    }
+
     /// The bare repository at `dir`, created when missing.
     pub(super) async fn open(dir: &Path) -> Result<Repo, MergerError> {
         let repo = Repo {
@@ -281,25 +310,21 @@ impl Repo {
         }
     }
 
-    /// Fetch `refspec` from `remote`; git's reason when it fails.
+    /// Fetch `refspecs` from `remote` in one go; git's reason when it fails.
     pub(super) async fn fetch(
         &self,
         remote: &str,
-        refspec: &str,
+        refspecs: &[&str],
     ) -> Result<Result<(), String>, MergerError> {
-        let out = self
-            .run(
-                &[
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    "--no-write-fetch-head",
-                    remote,
-                    refspec,
-                ],
-                None,
-            )
-            .await?;
+        let mut args = vec![
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            remote,
+        ];
+        args.extend_from_slice(refspecs);
+        let out = self.run(&args, None).await?;
         Ok(if out.status.success() {
             Ok(())
         } else {
@@ -341,6 +366,33 @@ impl Repo {
             .run(&["rev-parse", "--verify", "--quiet", &spec], None)
             .await?;
         Ok(out.status.success().then(|| out.stdout_line()))
+    }
+
+    /// Which of the commits `shas` are not in the object database, in one `cat-file`.
+    pub(super) async fn missing_commits(&self, shas: &[&str]) -> Result<Vec<String>, MergerError> {
+        if shas.is_empty() {
+            return Ok(Vec::new());
+        }
+        let input = shas.join("\n") + "\n";
+        let out = self
+            .run(
+                &["cat-file", "--batch-check=%(objecttype)"],
+                Some(input.as_bytes()),
+            )
+            .await?;
+        if !out.status.success() {
+            return Err(MergerError(format!(
+                "git cat-file failed: {}",
+                out.reason()
+            )));
+        }
+        let answers = String::from_utf8_lossy(&out.stdout);
+        let mut answers = answers.lines();
+        Ok(shas
+            .iter()
+            .filter(|_| answers.next() != Some("commit"))
+            .map(|s| (*s).to_owned())
+            .collect())
     }
 
     /// Whether the commit `sha` is in the object database.
@@ -424,7 +476,7 @@ impl Repo {
         }
     }
 
-    /// The first-parent chain of `tip` back to (not including) `base`, oldest first.
+    /// The commits on the first-parent chain of `tip` that `base` does not have, oldest first.
     pub(super) async fn first_parent_range(
         &self,
         base: &str,
@@ -447,7 +499,23 @@ impl Repo {
         theirs: &str,
         allow_unrelated: bool,
     ) -> Result<MergedTree, MergerError> {
+        self.merge_tree_on(None, ours, theirs, allow_unrelated)
+            .await
+    }
+
+    /// [`Repo::merge_tree`] on an explicit merge base (git 2.40+).
+    pub(super) async fn merge_tree_on(
+        &self,
+        base: Option<&str>,
+        ours: &str,
+        theirs: &str,
+        allow_unrelated: bool,
+    ) -> Result<MergedTree, MergerError> {
+        let base = base.map(|b| format!("--merge-base={b}"));
         let mut args = vec!["merge-tree", "--write-tree", "--name-only", "--no-messages"];
+        if let Some(b) = &base {
+            args.push(b);
+        }
         if allow_unrelated {
             args.push("--allow-unrelated-histories");
         }
@@ -501,6 +569,32 @@ impl Repo {
             )));
         }
         Ok(out.stdout_line())
+    }
+
+    /// Move `reference` of this repository from `old` to `new`, only if it is still at `old`
+    /// (`update-ref` checks under the ref's lock).
+    pub(super) async fn update_ref(
+        &self,
+        reference: &str,
+        old: &str,
+        new: &str,
+        why: &str,
+    ) -> Result<Pushed, MergerError> {
+        let out = self
+            .run(&["update-ref", "-m", why, reference, new, old], None)
+            .await?;
+        if out.status.success() {
+            return Ok(Pushed::Landed);
+        }
+        let text = String::from_utf8_lossy(&out.stderr);
+        if text.contains("but expected") || text.contains("cannot lock ref") {
+            Ok(Pushed::Moved)
+        } else {
+            Err(MergerError(format!(
+                "git update-ref failed: {}",
+                out.reason()
+            )))
+        }
     }
 
     /// Move `branch` of `remote` from `old` to `new`, only if it is still at `old`.

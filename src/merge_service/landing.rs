@@ -1,5 +1,7 @@
 //! The git merger: a request checked, then computed as a landing on the target's current tip
-//! in the object database of a bare mirror, then applied with one compare-and-swap push.
+//! in an object database (the target's own when it is a bare repository on this machine, else
+//! a bare mirror), then applied with one compare-and-swap: `update-ref <new> <old>` in place,
+//! or a push with a lease.
 //!
 //! - **REBASE**: per URI, each commit of `merge-base(tip, sha)..sha` (first-parent chain) is
 //!   picked onto the tip as its own commit; picks that become empty are skipped.
@@ -11,15 +13,18 @@
 //! - **PROMOTE**: fast-forward to the sha; a sha already in the target is success with itself
 //!   as output; anything else is a conflict.
 //!
-//! A pick is a three-way merge whose base is the picked commit's parent. `merge-tree` computes
-//! the base itself, so the pick merges a throwaway commit (the current tree on top of the
-//! parent) with the picked commit: their best common ancestor is the parent.
+//! A pick is a three-way merge whose base is the picked commit's parent: `merge-tree
+//! --merge-base=<parent>` on git 2.40 and newer. Older git computes the base itself, so there the
+//! pick merges a throwaway commit (the current tree on top of the parent) with the picked
+//! commit: their best common ancestor is the parent.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::git::{check_version, mirror_path, redact, Identity, MergedTree, Pushed, Repo};
+use super::git::{
+    check_version, local_bare, mirror_path, redact, GitVersion, Identity, MergedTree, Pushed, Repo,
+};
 use super::merger::{Merger, MergerError, Verdict};
 use super::uri::ChangeUri;
 use crate::base::mergestrategy::Strategy;
@@ -48,6 +53,7 @@ pub struct GitQueue {
 #[derive(Debug)]
 pub struct GitMerger {
     queues: HashMap<String, GitQueue>,
+    git: GitVersion,
     /// One lock per target branch: landings on one branch take turns in this process, other
     /// branches land in parallel. Across processes the push's compare-and-swap decides.
     locks: Mutex<HashMap<BranchKey, Arc<tokio::sync::Mutex<()>>>>,
@@ -190,9 +196,10 @@ struct Landing {
 impl GitMerger {
     /// A merger for `queues` (queue name → target). Checks that git is new enough.
     pub async fn new(queues: HashMap<String, GitQueue>) -> Result<GitMerger, String> {
-        check_version().await?;
+        let git = check_version().await?;
         Ok(GitMerger {
             queues,
+            git,
             locks: Mutex::new(HashMap::new()),
         })
     }
@@ -217,25 +224,53 @@ impl GitMerger {
         };
         let lock = self.lock(queue);
         let _turn = lock.lock().await;
-        let repo = Repo::open(&mirror_path(&queue.mirror_dir, &queue.repository)).await?;
-        if let Err(refusal) = fetch_changes(&repo, &steps, queue).await? {
+        // A bare repository on this machine is worked on in place and its ref moved with
+        // `update-ref`; anything else through a mirror, fetch and a leased push.
+        let local = local_bare(&queue.repository);
+        let repo = match &local {
+            Some(dir) => Repo::existing(dir),
+            None => Repo::open(&mirror_path(&queue.mirror_dir, &queue.repository)).await?,
+        };
+        let tip_ref = match local {
+            Some(_) => format!("refs/heads/{}", queue.branch),
+            None => format!("refs/keyway/tips/{}", queue.branch),
+        };
+        let tip_refspec = format!("+refs/heads/{}:{tip_ref}", queue.branch);
+        let shown = redact(&queue.repository);
+        let mut fetched = false;
+        let uris: Vec<&ChangeUri> = steps.iter().flat_map(|s| &s.uris).collect();
+        let shas: Vec<&str> = uris.iter().map(|u| u.sha()).collect();
+        let missing = repo.missing_commits(&shas).await?;
+        if local.is_none() {
+            // Changes that live in the target repository come with the first fetch of its tip.
+            let mut first: Vec<&str> = vec![&tip_refspec];
+            first.extend(
+                uris.iter()
+                    .filter(|u| u.repository() == queue.repository)
+                    .filter(|u| missing.iter().any(|m| m == u.sha()))
+                    .map(|u| u.sha()),
+            );
+            // One of the shas may be unknown there: then the tip is fetched alone below and each
+            // change by itself.
+            fetched = first.len() > 1 && repo.fetch(&queue.repository, &first).await?.is_ok();
+        }
+        if let Err(refusal) = fetch_changes(&repo, &steps, queue, &missing).await? {
             return Ok(refusal.verdict());
         }
-        let tip_ref = format!("refs/keyway/tips/{}", queue.branch);
-        let shown = redact(&queue.repository);
         for _ in 0..queue.max_landing_attempts {
-            let refspec = format!("+refs/heads/{}:{tip_ref}", queue.branch);
-            if let Err(why) = repo.fetch(&queue.repository, &refspec).await? {
-                return Err(MergerError(format!(
-                    "cannot fetch {} from {shown}: {why}",
-                    queue.branch
-                )));
+            if local.is_none() && !std::mem::take(&mut fetched) {
+                if let Err(why) = repo.fetch(&queue.repository, &[&tip_refspec]).await? {
+                    return Err(MergerError(format!(
+                        "cannot fetch {} from {shown}: {why}",
+                        queue.branch
+                    )));
+                }
             }
             let tip = repo
                 .resolve(&tip_ref)
                 .await?
                 .ok_or_else(|| MergerError(format!("{shown} has no branch {}", queue.branch)))?;
-            let landing = match compute(&repo, &steps, &tip, queue).await? {
+            let landing = match compute(&repo, &steps, &tip, queue, &self.git).await? {
                 Ok(landing) => landing,
                 Err(refusal) => return Ok(refusal.verdict()),
             };
@@ -249,10 +284,17 @@ impl GitMerger {
                     outputs: landing.outputs,
                 });
             }
-            match repo
-                .push(&queue.repository, &queue.branch, &tip, &landing.tip)
-                .await?
-            {
+            let moved = match local {
+                Some(_) => {
+                    let why = format!("keyway: land {}", request.id);
+                    repo.update_ref(&tip_ref, &tip, &landing.tip, &why).await?
+                }
+                None => {
+                    repo.push(&queue.repository, &queue.branch, &tip, &landing.tip)
+                        .await?
+                }
+            };
+            match moved {
                 Pushed::Landed => {
                     return Ok(Verdict::Succeeded {
                         outputs: landing.outputs,
@@ -288,6 +330,7 @@ async fn fetch_changes(
     repo: &Repo,
     steps: &[Step],
     queue: &GitQueue,
+    missing: &[String],
 ) -> Result<Result<(), Refusal>, MergerError> {
     for (i, step) in steps.iter().enumerate() {
         for uri in &step.uris {
@@ -309,13 +352,13 @@ async fn fetch_changes(
                     Err(e) => return Err(e),
                 }
             }
-            if repo.has_commit(uri.sha()).await? {
+            if !missing.iter().any(|m| m == uri.sha()) || repo.has_commit(uri.sha()).await? {
                 continue;
             }
-            let by_sha = repo.fetch(source, uri.sha()).await?;
+            let by_sha = repo.fetch(source, &[uri.sha()]).await?;
             if by_sha.is_err() {
-                let refspec = format!("+{}:refs/keyway/changes/{}", uri.reference(), uri.sha());
-                let _ = repo.fetch(source, &refspec).await?;
+                // The objects only: no ref is written, in a mirror or a target worked on in place.
+                let _ = repo.fetch(source, &[uri.reference()]).await?;
             }
             if repo.has_commit(uri.sha()).await? {
                 continue;
@@ -347,6 +390,7 @@ async fn compute(
     steps: &[Step],
     tip: &str,
     queue: &GitQueue,
+    git: &GitVersion,
 ) -> Result<Result<Landing, Refusal>, MergerError> {
     let mut cur = tip.to_owned();
     let mut cur_tree = tree_of(repo, &cur).await?;
@@ -369,27 +413,31 @@ async fn compute(
             };
             match step.strategy {
                 Strategy::Rebase => {
-                    let Some(base) = repo.merge_base(&cur, sha).await? else {
-                        return Ok(Err(unrelated(i, step, uri, queue)));
-                    };
-                    let picks = repo.first_parent_range(&base, sha).await?;
+                    // What the change has that the target does not, oldest first.
+                    let picks = repo.first_parent_range(&cur, sha).await?;
                     let infos = repo.commits(&picks).await?;
                     for (pick, info) in picks.iter().zip(infos) {
+                        // A root commit the target does not have: the histories are unrelated.
                         let Some(parent) = info.parents.first() else {
                             return Ok(Err(unrelated(i, step, uri, queue)));
                         };
-                        // The current tree on top of the pick's parent: merging it with the pick
-                        // is the pick's change applied to the current tree.
-                        let onto = repo
-                            .commit_tree(
-                                &cur_tree,
-                                &[parent],
-                                b"pick base\n",
-                                &info.author,
-                                &queue.committer,
-                            )
-                            .await?;
-                        match repo.merge_tree(&onto, pick, false).await? {
+                        let merged = if git.merge_base_option {
+                            repo.merge_tree_on(Some(parent), &cur, pick, false).await?
+                        } else {
+                            // The current tree on top of the pick's parent: merging it with the
+                            // pick is the pick's change applied to the current tree.
+                            let onto = repo
+                                .commit_tree(
+                                    &cur_tree,
+                                    &[parent],
+                                    b"pick base\n",
+                                    &info.author,
+                                    &queue.committer,
+                                )
+                                .await?;
+                            repo.merge_tree(&onto, pick, false).await?
+                        };
+                        match merged {
                             MergedTree::Conflict(paths) => return Ok(Err(conflict(paths))),
                             MergedTree::Clean(tree) if tree == cur_tree => {}
                             MergedTree::Clean(tree) => {
@@ -411,9 +459,6 @@ async fn compute(
                 Strategy::SquashRebase => {
                     if repo.merge_base(&cur, sha).await?.is_none() {
                         return Ok(Err(unrelated(i, step, uri, queue)));
-                    }
-                    if repo.is_ancestor(sha, &cur).await? {
-                        continue;
                     }
                     match repo.merge_tree(&cur, sha, false).await? {
                         MergedTree::Conflict(paths) => return Ok(Err(conflict(paths))),
