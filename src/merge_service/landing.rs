@@ -456,56 +456,44 @@ async fn compute(
                         }
                     }
                 }
-                Strategy::SquashRebase => {
-                    if repo.merge_base(&cur, sha).await?.is_none() {
-                        return Ok(Err(unrelated(i, step, uri, queue)));
-                    }
-                    match repo.merge_tree(&cur, sha, false).await? {
-                        MergedTree::Conflict(paths) => return Ok(Err(conflict(paths))),
-                        MergedTree::Clean(tree) if tree == cur_tree => {}
-                        MergedTree::Clean(tree) => {
-                            let pinned = pinned(repo, sha).await?;
-                            let message = format!("squash: {} ({})\n", step.id, uri.label());
-                            cur = repo
-                                .commit_tree(
-                                    &tree,
-                                    &[&cur],
-                                    message.as_bytes(),
-                                    &pinned.author,
-                                    &queue.committer,
-                                )
-                                .await?;
-                            cur_tree = tree;
-                            out.push(cur.clone());
-                        }
-                    }
-                }
-                Strategy::Merge => {
-                    if repo.is_ancestor(sha, &cur).await? {
+                Strategy::SquashRebase | Strategy::Merge => {
+                    let merge = step.strategy == Strategy::Merge;
+                    if merge && repo.is_ancestor(sha, &cur).await? {
                         continue;
                     }
-                    match repo.merge_tree(&cur, sha, true).await? {
+                    if !merge && repo.merge_base(&cur, sha).await?.is_none() {
+                        return Ok(Err(unrelated(i, step, uri, queue)));
+                    }
+                    match repo.merge_tree(&cur, sha, merge).await? {
                         MergedTree::Conflict(paths) => return Ok(Err(conflict(paths))),
-                        // Its content is already there (landed before under another strategy).
+                        // Nothing new: the change is already there (perhaps landed before under
+                        // another strategy).
                         MergedTree::Clean(tree) if tree == cur_tree => {}
                         MergedTree::Clean(tree) => {
                             let pinned = pinned(repo, sha).await?;
-                            let message = format!(
-                                "Merge {} ({}) into {}\n\nstep {}\n",
-                                uri.label(),
-                                &sha[..12],
-                                queue.branch,
-                                step.id
-                            );
-                            cur = repo
+                            let (message, parents) = if merge {
+                                let message = format!(
+                                    "Merge {} ({}) into {}\n\nstep {}\n",
+                                    uri.label(),
+                                    &sha[..12],
+                                    queue.branch,
+                                    step.id
+                                );
+                                (message, vec![cur.as_str(), sha])
+                            } else {
+                                let message = format!("squash: {} ({})\n", step.id, uri.label());
+                                (message, vec![cur.as_str()])
+                            };
+                            let new = repo
                                 .commit_tree(
                                     &tree,
-                                    &[&cur, sha],
+                                    &parents,
                                     message.as_bytes(),
                                     &pinned.author,
                                     &queue.committer,
                                 )
                                 .await?;
+                            cur = new;
                             cur_tree = tree;
                             out.push(cur.clone());
                         }
