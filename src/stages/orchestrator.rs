@@ -10,6 +10,10 @@
 //! - an identifier quoted in a reason is cut to [`MAX_ECHO`](super::store::MAX_ECHO) bytes;
 //! - no reason quotes a payload.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
 use keyway_runtime::redis::RedisBackend;
 use keyway_runtime::stub::{Handled, HandlerError, Producer, TopicHandler};
 use keyway_runtime::transport::{Delivery, MessageId, Metadata};
@@ -23,6 +27,38 @@ use crate::orchestrator::{
 };
 use crate::runway::messagequeue::{MergeRequest, MergeResult, MergeStep, Outcome};
 use crate::topics as rtopics;
+
+/// Run `futures` together and collect their outputs in order, or return the first error (the
+/// others are dropped). Their commands go out on the one connection without waiting for each
+/// other's replies, so independent reads and writes cost one round trip instead of one each.
+/// Only for work whose order does not matter.
+async fn all<T, F>(futures: Vec<F>) -> Result<Vec<T>, HandlerError>
+where
+    F: Future<Output = Result<T, HandlerError>>,
+{
+    let mut running: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<T>> = running.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, out) in running.iter_mut().zip(done.iter_mut()) {
+            if out.is_some() {
+                continue;
+            }
+            match future.as_mut().poll(cx) {
+                Poll::Ready(Ok(value)) => *out = Some(value),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    })
+    .await?;
+    Ok(done.into_iter().flatten().collect())
+}
 
 fn id(text: &str) -> Result<MessageId, HandlerError> {
     MessageId::new(text).map_err(|e| HandlerError::permanent(reason(&e.to_string())))
@@ -160,24 +196,30 @@ impl MergeStage {
         if is_halted(batch.state()) {
             return Ok(Handled::Ack);
         }
-        let mut steps = Vec::with_capacity(batch.contains.len());
-        for request_id in &batch.contains {
-            let Some(request) = self.store.request(request_id).await? else {
-                return Err(HandlerError::permanent(format!(
+        let batch_id = batch.id.as_str();
+        let reads = batch.contains.iter().map(|id| async move {
+            let request = self.store.request(id).await?;
+            request.ok_or_else(|| {
+                HandlerError::permanent(format!(
                     "request {:?} of batch {:?} does not exist",
-                    echo(request_id),
-                    echo(&batch.id)
-                )));
-            };
-            steps.push(MergeStep {
+                    echo(id),
+                    echo(batch_id)
+                ))
+            })
+        });
+        let steps: Vec<MergeStep> = all(reads.collect())
+            .await?
+            .into_iter()
+            .map(|request| MergeStep {
                 step_id: request.id.clone(),
                 change: Some(Change {
                     uris: request.uris.clone(),
                 }),
                 strategy: strategy(request.strategy()) as i32,
-            });
-        }
-        // Log first: a failed log publish means Runway never hears of the batch.
+            })
+            .collect();
+        // Log first: a failed log publish means Runway never hears of the batch. The events go
+        // out one after the other, so the log keeps the members' order.
         for request_id in &batch.contains {
             self.outbox
                 .log(request_id, "landing", &batch.id, "")
@@ -332,9 +374,12 @@ impl ConcludeStage {
                 )))
             }
         };
-        for request in &batch.contains {
-            settle_request(&self.store, &self.outbox, request, state, &error).await?;
-        }
+        // Members are settled together: each is its own record and its own log partition.
+        let settles = batch
+            .contains
+            .iter()
+            .map(|request| settle_request(&self.store, &self.outbox, request, state, &error));
+        all(settles.collect()).await?;
         Ok(Handled::Ack)
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `<p>:st:{<queue>}:batch:<id>` | hash | `v` (version) and `d` (the `Batch` as protobuf JSON) |
+//! | `<p>:st:{<queue>}:batch:<id>` | hash | `v` (version), `d` (the `Batch` as protobuf JSON), `s` (its state's name) |
 //! | `<p>:st:{<queue>}:request:<id>` | hash | the same for a `Request` |
 //! | `<p>:st:{<queue>}:batchs:<state>`, `…:requests:<state>` | set | ids by state (membership) |
 //! | `<p>:st:{<queue>}:revisions:<request>` | list | the revisions a request's step produced |
@@ -18,8 +18,12 @@
 //! [`Store::update_batch`] and [`Store::update_request`] write only when the stored version
 //! equals the version the caller read (one script: check, then write); a mismatch is a
 //! [`StoreError::Conflict`], which stages turn into a retryable failure so the redelivery
-//! re-reads. After a successful update the membership sets are moved; they are written after
-//! the CAS, not with it, and [`Store::repair_batch_membership`] puts them right from the record.
+//! re-reads. The script returns the state the record had (its `s`), so after a successful
+//! update the membership moves in one round trip: `SREM` from that state's set and `SADD` to the
+//! new one, pipelined (from every other state's set for a record written before `s` was kept).
+//! The sets are written after the CAS, not with it, and [`Store::repair_batch_membership`] puts
+//! them right from the record. (Moving them inside the script would save that round trip, but a
+//! key given to a script needs read and write access, and the roles may only write the sets.)
 //!
 //! Text the stages write that echoes their input is bounded (see [`cut`]): an identifier quoted
 //! in a reason keeps at most [`MAX_ECHO`] bytes, a reason at most [`MAX_REASON`].
@@ -95,13 +99,16 @@ pub fn bounded(e: HandlerError) -> HandlerError {
 }
 
 /// Write the record only if the stored version is the one read. KEYS: 1 entity. ARGV: 1 the
-/// version read (`0` for a new record), 2 the new version, 3 the record. Returns 1 when
-/// written, 0 on a version mismatch.
+/// version read (`0` for a new record), 2 the new version, 3 the record, 4 its state's name.
+/// Returns 0 on a version mismatch; when written, the state the record had before: `""` for a
+/// new record, `"?"` for one written without its state (before `s` was kept).
 const CAS: &str = r#"
 local current = redis.call('HGET', KEYS[1], 'v') or '0'
 if current ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
-return 1
+local before = ''
+if current ~= '0' then before = redis.call('HGET', KEYS[1], 's') or '?' end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3], 's', ARGV[4])
+return before
 "#;
 
 /// Count a wake-up once per message. KEYS: 1 the queue's `speculations` list, 2 the message's
@@ -267,15 +274,18 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", echo(&key))))
     }
 
+    /// Compare-and-set the record at `key`; on success returns the state it had before (see
+    /// [`Previous`]).
     async fn write<M: json::JsonMessage>(
         &self,
         key: String,
         what: &str,
         read_version: i64,
         record: &M,
-    ) -> Result<(), StoreError> {
+        state: &str,
+    ) -> Result<Previous, StoreError> {
         let data = json::to_vec(record).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
-        let written: i64 = self
+        let reply: Value = self
             .cas
             .evalsha_with_reload(
                 &self.client,
@@ -284,14 +294,18 @@ impl Store {
                     Value::from(read_version.to_string()),
                     Value::from((read_version + 1).to_string()),
                     Value::Bytes(data.into()),
+                    Value::from(state),
                 ],
             )
             .await
             .map_err(transport)?;
-        if written == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict(what.to_owned()))
+        match reply.as_bytes() {
+            Some(b"") => Ok(Previous::New),
+            Some(b"?") => Ok(Previous::Unknown),
+            Some(before) => Ok(Previous::State(
+                String::from_utf8_lossy(before).into_owned(),
+            )),
+            None => Err(StoreError::Conflict(what.to_owned())),
         }
     }
 
@@ -306,23 +320,37 @@ impl Store {
     }
 
     /// Write `batch` if its stored version is still `batch.version`, then bump the version and
-    /// move its membership record.
+    /// move its membership record from the state it had to its new one.
     pub async fn update_batch(&self, batch: &mut Batch) -> Result<(), StoreError> {
         let read = batch.version;
         batch.version = read + 1;
+        let state = batch.state().as_str_name();
         let result = self
             .write(
                 self.batch_key(&batch.id),
                 &format!("batch {}", echo(&batch.id)),
                 read,
                 &*batch,
+                state,
             )
             .await;
-        if result.is_err() {
-            batch.version = read;
-            return result;
+        match result {
+            Ok(before) => {
+                self.move_member(
+                    &batch.queue,
+                    "batch",
+                    &batch.id,
+                    &before,
+                    state,
+                    &batch_states(),
+                )
+                .await
+            }
+            Err(e) => {
+                batch.version = read;
+                Err(e)
+            }
         }
-        self.repair_batch_membership(batch).await
     }
 
     /// Write `request` if its stored version is still `request.version` (see
@@ -330,66 +358,87 @@ impl Store {
     pub async fn update_request(&self, request: &mut Request) -> Result<(), StoreError> {
         let read = request.version;
         request.version = read + 1;
+        let state = request.state().as_str_name();
         let result = self
             .write(
                 self.request_key(&request.id),
                 &format!("request {}", echo(&request.id)),
                 read,
                 &*request,
+                state,
             )
             .await;
-        if result.is_err() {
-            request.version = read;
-            return result;
+        match result {
+            Ok(before) => {
+                let all = request_states();
+                self.move_member(&request.queue, "request", &request.id, &before, state, &all)
+                    .await
+            }
+            Err(e) => {
+                request.version = read;
+                Err(e)
+            }
         }
-        self.repair_request_membership(request).await
     }
 
+    /// Move `id` into the set of `state` and out of the set of the state it had: one pipeline
+    /// (a single round trip) of `SREM` from that set and `SADD` to the new one, or of `SREM`
+    /// from every other state's set when the state before is unknown. (`SMOVE` would save a
+    /// command, but it reads its source, and the roles may only write the sets.)
     async fn move_member(
         &self,
         queue: &str,
         kind: &str,
         id: &str,
+        before: &Previous,
         state: &str,
         all: &[&str],
     ) -> Result<(), StoreError> {
-        for other in all.iter().filter(|s| **s != state) {
-            self.cmd(
-                "SREM",
-                vec![self.member_key(queue, kind, other).into(), id.into()],
-            )
-            .await?;
+        let from: Vec<&str> = match before {
+            Previous::New => Vec::new(),
+            Previous::State(s) if s == state => Vec::new(),
+            Previous::State(s) => vec![s.as_str()],
+            Previous::Unknown => all.iter().copied().filter(|s| *s != state).collect(),
+        };
+        let pipeline = self.client.pipeline();
+        let command = |name| CustomCommand::new_static(name, ClusterHash::FirstKey, false);
+        for other in from {
+            let args = vec![self.member_key(queue, kind, other).into(), id.into()];
+            pipeline
+                .custom::<(), Value>(command("SREM"), args)
+                .await
+                .map_err(transport)?;
         }
-        self.cmd(
-            "SADD",
-            vec![self.member_key(queue, kind, state).into(), id.into()],
-        )
-        .await
-        .map(drop)
+        let args = vec![self.member_key(queue, kind, state).into(), id.into()];
+        pipeline
+            .custom::<(), Value>(command("SADD"), args)
+            .await
+            .map_err(transport)?;
+        pipeline.all::<Value>().await.map(drop).map_err(transport)
     }
 
     /// Put the batch's membership record right: in its state's set and no other.
     pub async fn repair_batch_membership(&self, batch: &Batch) -> Result<(), StoreError> {
-        let all: Vec<&str> = BATCH_STATES.iter().map(|s| s.as_str_name()).collect();
         self.move_member(
             &batch.queue,
             "batch",
             &batch.id,
+            &Previous::Unknown,
             batch.state().as_str_name(),
-            &all,
+            &batch_states(),
         )
         .await
     }
 
     /// Put the request's membership record right.
     pub async fn repair_request_membership(&self, request: &Request) -> Result<(), StoreError> {
-        let all: Vec<&str> = REQUEST_STATES.iter().map(|s| s.as_str_name()).collect();
         self.move_member(
             &request.queue,
             "request",
             &request.id,
+            &Previous::Unknown,
             request.state().as_str_name(),
-            &all,
+            &request_states(),
         )
         .await
     }
@@ -516,6 +565,25 @@ const BATCH_STATES: [BatchState; 9] = [
     BatchState::Cancelling,
     BatchState::Cancelled,
 ];
+
+fn batch_states() -> Vec<&'static str> {
+    BATCH_STATES.iter().map(|s| s.as_str_name()).collect()
+}
+
+fn request_states() -> Vec<&'static str> {
+    REQUEST_STATES.iter().map(|s| s.as_str_name()).collect()
+}
+
+/// The state a record had before a successful write.
+#[derive(Debug)]
+enum Previous {
+    /// There was no record.
+    New,
+    /// The record was in this state.
+    State(String),
+    /// The record was written without its state.
+    Unknown,
+}
 
 const REQUEST_STATES: [RequestState; 5] = [
     RequestState::Unspecified,
