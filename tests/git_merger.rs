@@ -122,7 +122,12 @@ impl Drop for Repos {
     }
 }
 
+/// Nothing to prepare here; `git_merger_old_git.rs` runs these cases with an older git.
+#[allow(dead_code)]
+pub(crate) fn before_merger() {}
+
 async fn merger(queue: GitQueue) -> GitMerger {
+    crate::before_merger();
     GitMerger::new(HashMap::from([("q".to_owned(), queue)]))
         .await
         .unwrap()
@@ -789,4 +794,32 @@ async fn git_uris_are_fetched_over_the_git_protocol() {
         .await
         .unwrap_err();
     assert!(e.0.contains("cannot reach git://127.0.0.1:"), "{e}");
+}
+
+#[tokio::test]
+async fn a_push_the_remote_refuses_is_an_error_with_its_reason_not_contention() {
+    let r = Repos::new("refused");
+    let uri = r.change("feature", "main", &[("r.txt", "r\n")]);
+    let hook = r.origin.join("hooks/pre-receive");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(&hook, "#!/bin/sh\necho 'main is frozen' >&2\nexit 1\n").unwrap();
+    Command::new("chmod").arg("+x").arg(&hook).status().unwrap();
+    let daemon = Daemon::start(&r.root);
+    let tip = r.tip();
+    let m = merger(GitQueue {
+        repository: format!("git://127.0.0.1:{}/origin.git", daemon.1),
+        ..r.queue(Strategy::Rebase)
+    })
+    .await;
+    let e = m
+        .merge(&request(vec![step("q/1", Strategy::Rebase, &[&uri])]), true)
+        .await
+        .unwrap_err();
+    assert!(
+        e.0.contains("refused the push to main: [remote rejected]"),
+        "{e}"
+    );
+    assert!(e.0.contains("pre-receive hook declined"), "{e}");
+    assert!(!e.0.contains("contention"), "{e}");
+    assert_eq!(r.tip(), tip);
 }

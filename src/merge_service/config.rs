@@ -112,7 +112,7 @@ fn queue(
             "branch" => {
                 let b = string(&at, value)?;
                 let b = b.strip_prefix("refs/heads/").unwrap_or(b);
-                if b.is_empty() || b.contains(['~', '^', ':', '?', '*', '[', '\\', ' ']) || b.contains("..") {
+                if b.is_empty() || super::uri::check_ref(&format!("refs/heads/{b}")).is_err() {
                     return Err(format!("{at}: {b:?} is not a branch name"));
                 }
                 q.branch = b.to_owned();
@@ -256,6 +256,16 @@ mod tests {
             e.starts_with("runway.queues: the git merger needs at least one queue"),
             "{e}"
         );
+        for branch in ["main.lock", "a//b", "x/", "a b", "@{u}"] {
+            let e = parse_text(&format!(
+                "[runway]\nmirror_dir = \"/m\"\n[runway.queues.pay]\nrepository = \"/r\"\nbranch = {branch:?}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.contains("runway.queues.pay.branch: ") && e.contains("is not a branch name"),
+                "{branch}: {e}"
+            );
+        }
         let e = parse_text("[runway]\nmerger = \"magic\"\n").unwrap_err();
         assert!(
             e.contains("runway.merger: expected \"git\" or \"fake\""),

@@ -137,6 +137,9 @@ pub(super) enum Pushed {
     Landed,
     /// The ref was no longer at the expected value.
     Moved,
+    /// The remote could not update the ref, which is what it says when the ref moved under
+    /// it, and also when something else is wrong: its reason, to report if the ref did not move.
+    NotUpdated(String),
 }
 
 /// A bare repository Keyway owns (the mirror of one target repository), and the git commands
@@ -206,10 +209,18 @@ fn command(dir: Option<&Path>) -> tokio::process::Command {
         .env("GIT_ASKPASS", "/bin/false")
         .env("SSH_ASKPASS", "/bin/false")
         .args(["-c", "gc.auto=0", "-c", "maintenance.auto=false"])
+        // A transfer that stalls for a minute fails instead of hanging.
+        .args(["-c", "http.lowSpeedLimit=1", "-c", "http.lowSpeedTime=60"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
+        c.env(
+            "GIT_SSH_COMMAND",
+            "ssh -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=15",
+        );
+    }
     if let Some(dir) = dir {
         c.env("GIT_DIR", dir);
     }
@@ -279,7 +290,7 @@ impl Repo {
                 .map_err(|e| MergerError(format!("cannot create mirror {}: {e}", dir.display())))?;
             let mut c = command(None);
             c.args(["init", "--quiet", "--bare"]).arg(dir);
-            let out = run(c, None).await?;
+            let out = run(c, None, "init").await?;
             if !out.status.success() {
                 return Err(MergerError(format!(
                     "git init {} failed: {}",
@@ -294,7 +305,7 @@ impl Repo {
     async fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<Run, MergerError> {
         let mut c = command(Some(&self.dir));
         c.args(args);
-        run(c, stdin).await
+        run(c, stdin, args.first().copied().unwrap_or("git")).await
     }
 
     async fn ok(&self, args: &[&str]) -> Result<Run, MergerError> {
@@ -561,7 +572,7 @@ impl Repo {
             .env("GIT_AUTHOR_DATE", &author.2)
             .env("GIT_COMMITTER_NAME", &committer.name)
             .env("GIT_COMMITTER_EMAIL", &committer.email);
-        let out = run(c, Some(message)).await?;
+        let out = run(c, Some(message), "commit-tree").await?;
         if !out.status.success() {
             return Err(MergerError(format!(
                 "git commit-tree failed: {}",
@@ -587,7 +598,8 @@ impl Repo {
             return Ok(Pushed::Landed);
         }
         let text = String::from_utf8_lossy(&out.stderr);
-        if text.contains("but expected") || text.contains("cannot lock ref") {
+        // Only a ref found elsewhere is contention; a stale lock file or a refusal is not.
+        if text.contains("but expected") {
             Ok(Pushed::Moved)
         } else {
             Err(MergerError(format!(
@@ -620,9 +632,25 @@ impl Repo {
         let porcelain = String::from_utf8_lossy(&out.stdout);
         let rejected = porcelain
             .lines()
-            .any(|l| l.starts_with('!') && l.contains(&target));
-        if rejected {
+            .find(|l| l.starts_with('!') && l.contains(&target));
+        // The lease failed or the branch moved: contention. A hook or a protected branch
+        // refusing the push is not, and retrying would not change its mind.
+        let moved = ["stale info", "fetch first", "non-fast-forward"];
+        let reason = |line: &str| redact(line.rsplit('\t').next().unwrap_or(line).trim());
+        if rejected.is_some_and(|l| moved.iter().any(|m| l.contains(m))) {
             Ok(Pushed::Moved)
+        } else if let Some(line) = rejected.filter(|l| l.contains("failed to update ref")) {
+            Ok(Pushed::NotUpdated(format!(
+                "{} could not update {branch}: {}",
+                redact(remote),
+                reason(line)
+            )))
+        } else if let Some(line) = rejected {
+            Err(MergerError(format!(
+                "{} refused the push to {branch}: {}",
+                redact(remote),
+                reason(line)
+            )))
         } else {
             Err(MergerError(format!(
                 "git push to {} failed: {}",
@@ -633,7 +661,28 @@ impl Repo {
     }
 }
 
-async fn run(mut c: tokio::process::Command, stdin: Option<&[u8]>) -> Result<Run, MergerError> {
+/// The longest any one git command may run before it is killed and the landing retried.
+const GIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+async fn run(
+    c: tokio::process::Command,
+    stdin: Option<&[u8]>,
+    what: &str,
+) -> Result<Run, MergerError> {
+    match tokio::time::timeout(GIT_TIMEOUT, run_to_end(c, stdin)).await {
+        Ok(out) => out,
+        // The child is killed when its future is dropped (`kill_on_drop`).
+        Err(_) => Err(MergerError(format!(
+            "git {what} did not finish within {} s",
+            GIT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+async fn run_to_end(
+    mut c: tokio::process::Command,
+    stdin: Option<&[u8]>,
+) -> Result<Run, MergerError> {
     if stdin.is_some() {
         c.stdin(Stdio::piped());
     }

@@ -31,7 +31,7 @@ use crate::base::mergestrategy::Strategy;
 use crate::runway::messagequeue::MergeRequest;
 
 /// How Runway lands on one queue's target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct GitQueue {
     /// A URL git can fetch and push (`file://`, a path, `ssh://`, `https://`).
     pub repository: String,
@@ -47,6 +47,21 @@ pub struct GitQueue {
     pub committer: Identity,
     /// Refuse a change whose ref has moved on from the pinned sha.
     pub stale_check: bool,
+}
+
+impl std::fmt::Debug for GitQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The repository URL may carry credentials.
+        f.debug_struct("GitQueue")
+            .field("repository", &redact(&self.repository))
+            .field("branch", &self.branch)
+            .field("default_strategy", &self.default_strategy)
+            .field("mirror_dir", &self.mirror_dir)
+            .field("max_landing_attempts", &self.max_landing_attempts)
+            .field("committer", &self.committer)
+            .field("stale_check", &self.stale_check)
+            .finish()
+    }
 }
 
 /// Lands requests with git, per queue.
@@ -257,6 +272,7 @@ impl GitMerger {
         if let Err(refusal) = fetch_changes(&repo, &steps, queue, &missing).await? {
             return Ok(refusal.verdict());
         }
+        let mut not_updated: Option<(String, String)> = None;
         for _ in 0..queue.max_landing_attempts {
             if local.is_none() && !std::mem::take(&mut fetched) {
                 if let Err(why) = repo.fetch(&queue.repository, &[&tip_refspec]).await? {
@@ -270,6 +286,10 @@ impl GitMerger {
                 .resolve(&tip_ref)
                 .await?
                 .ok_or_else(|| MergerError(format!("{shown} has no branch {}", queue.branch)))?;
+            // The last push was not taken although the branch did not move: not contention.
+            if let Some((_, why)) = not_updated.take().filter(|(old, _)| *old == tip) {
+                return Err(MergerError(why));
+            }
             let landing = match compute(&repo, &steps, &tip, queue, &self.git).await? {
                 Ok(landing) => landing,
                 Err(refusal) => return Ok(refusal.verdict()),
@@ -300,7 +320,8 @@ impl GitMerger {
                         outputs: landing.outputs,
                     })
                 }
-                Pushed::Moved => continue,
+                Pushed::Moved => not_updated = None,
+                Pushed::NotUpdated(why) => not_updated = Some((tip, why)),
             }
         }
         Err(MergerError(format!(

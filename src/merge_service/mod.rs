@@ -28,6 +28,10 @@ pub use merger::{
 use crate::runway::messagequeue::{MergeRequest, MergeResult, Outcome, StepOutput, StepResult};
 use crate::topics;
 
+/// How often a landing in progress extends its delivery's lease, and by how much.
+const LEASE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+const LEASE_HOLD: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The merger a Runway process runs with, as configured (`[runway]` in the config file).
 #[derive(Debug, Clone)]
 pub enum AnyMerger {
@@ -161,11 +165,23 @@ impl<M: Merger> Responder<M> {
         if request.id.is_empty() {
             return Err(HandlerError::permanent("merge request has no id"));
         }
-        let verdict = self
-            .merger
-            .merge(&request, commit)
-            .await
-            .map_err(|e| HandlerError::retryable(e.0))?;
+        // A landing can take longer than the visibility timeout (a first fetch of a big
+        // repository): keep the delivery ours while it runs, so no other Runway starts it too.
+        let merging = self.merger.merge(&request, commit);
+        tokio::pin!(merging);
+        let mut heartbeat = tokio::time::interval(LEASE_HEARTBEAT);
+        heartbeat.tick().await;
+        let verdict = loop {
+            tokio::select! {
+                verdict = &mut merging => break verdict,
+                _ = heartbeat.tick() => {
+                    if let Err(e) = d.lease.extend(LEASE_HOLD).await {
+                        tracing::warn!("cannot extend the lease of merge request {}: {e}", request.id);
+                    }
+                }
+            }
+        }
+        .map_err(|e| HandlerError::retryable(e.0))?;
         let result = answer(&request, &verdict);
         let id = MessageId::new(request.id.clone())
             .map_err(|e| HandlerError::permanent(e.to_string()))?;

@@ -178,7 +178,7 @@ fn check_host(host: &str) -> Result<(), UriError> {
 }
 
 /// The rules of `git check-ref-format` that matter here, plus: fully qualified (`refs/…`).
-fn check_ref(r: &str) -> Result<(), UriError> {
+pub(super) fn check_ref(r: &str) -> Result<(), UriError> {
     let wrong = |why: &str| Err(bad(format!("ref `{}` {why}", excerpt(r))));
     if !r.starts_with("refs/") {
         return wrong("is not fully qualified (expected refs/…)");

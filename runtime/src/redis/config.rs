@@ -268,13 +268,23 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    // The authority ends at the first `/`, `?` or `#`; credentials end at its last `@`.
+    // The authority ends at the first `/`, `?` or `#`; credentials end at its last `@`. A
+    // password with an unencoded `/`, `?` or `#` in it ends the authority early: then the
+    // credentials are everything before the first `@`.
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
+    let (userinfo, host, tail) = match rest[..end].rfind('@') {
+        Some(at) => (&rest[..at], &rest[at..end], &rest[end..]),
+        None => match rest.find('@') {
+            Some(at) => {
+                let after = &rest[at..];
+                let host_end = after[1..]
+                    .find(['/', '?', '#'])
+                    .map_or(after.len(), |i| i + 1);
+                (&rest[..at], &after[..host_end], &after[host_end..])
+            }
+            None => return url.to_owned(),
+        },
     };
-    let (userinfo, host) = authority.split_at(at);
     let user = match userinfo.split_once(':') {
         Some((user, _)) => format!("{user}:***"),
         None if userinfo.is_empty() => String::new(),
@@ -1129,6 +1139,8 @@ mod tests {
             ("redis://s3cret@host:1?x=@", "redis://***@host:1?x=@"),
             ("redis://a:b:c@d@host", "redis://a:***@host"),
             ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://:pa/ss@h:1/0", "redis://:***@h:1/0"),
+            ("redis://u:p?w#d@h", "redis://u:***@h"),
             ("not a url", "not a url"),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
