@@ -130,8 +130,8 @@ enum Command {
     /// `[[requests]]` tables with `uris = [...]` and `strategy = "rebase"`.
     Submit {
         /// The queue to land on.
-        #[arg(long)]
-        queue: String,
+        #[arg(long, required_unless_present = "resume")]
+        queue: Option<String>,
         /// How to land the URIs given on the command line.
         #[arg(long, default_value = "default", value_parser = ["default", "rebase", "squash-rebase", "merge", "promote"])]
         strategy: String,
@@ -139,13 +139,17 @@ enum Command {
         /// file:///<path>/<percent-encoded ref>/<sha>.
         #[arg(
             value_name = "URI",
-            required_unless_present = "file",
-            conflicts_with = "file"
+            required_unless_present_any = ["file", "resume"],
+            conflicts_with_all = ["file", "resume"]
         )]
         uris: Vec<String>,
         /// A TOML file of requests.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "resume")]
         file: Option<PathBuf>,
+        /// Hand a batch that is recorded but was not handed over (the submission's hand-over
+        /// failed) to the merge stage again; a batch already handed over is not merged twice.
+        #[arg(long, value_name = "BATCH")]
+        resume: Option<String>,
         #[command(flatten)]
         redis: Redis,
     },
@@ -248,12 +252,19 @@ fn main() -> ExitCode {
             command: DlqCommand::List { redis },
         } => runtime().block_on(dlq_list(redis)),
         Command::Submit {
+            resume: Some(batch),
+            redis,
+            ..
+        } => runtime().block_on(resume_command(&batch, redis)),
+        Command::Submit {
             queue,
             strategy,
             uris,
             file,
             redis,
+            resume: None,
         } => {
+            let queue = queue.unwrap_or_default();
             let requests = match file {
                 Some(path) => batch_file(&path),
                 None => Ok(vec![NewRequest {
@@ -639,6 +650,29 @@ async fn submit_command(queue: &str, requests: &[NewRequest], redis: Redis) -> E
             println!("{}", batch.id);
             ExitCode::SUCCESS
         }
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+async fn resume_command(id: &str, redis: Redis) -> ExitCode {
+    let url = match redis_url(&redis) {
+        Ok(u) => u,
+        Err(e) => return fail(e),
+    };
+    let backend = match connect(&url, &redis).await {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let store = Store::new(&backend);
+    match store.batch(id).await {
+        Ok(Some(batch)) => match submit::hand_over(&backend, &batch).await {
+            Ok(()) => {
+                println!("{}", batch.id);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e.to_string()),
+        },
+        Ok(None) => fail(format!("no batch {id:?}")),
         Err(e) => fail(e.to_string()),
     }
 }

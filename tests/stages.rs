@@ -337,6 +337,26 @@ async fn mergesignal_lands_the_batch_and_fans_out_conclude_then_speculate() {
     );
 }
 
+#[tokio::test]
+async fn a_result_cannot_write_revisions_onto_requests_outside_its_batch() {
+    let e = env().await;
+    seed(&e.store, BatchState::Merging).await;
+    let mut r = result(MergeOutcome::Succeeded, "");
+    r.steps.push(StepResult {
+        step_id: "payments/99".into(),
+        outputs: vec![StepOutput {
+            id: "cd".repeat(20),
+        }],
+        reason: String::new(),
+    });
+    signal(&e, r).await.unwrap();
+    assert_eq!(
+        e.store.revisions("payments/1").await.unwrap(),
+        ["ab".repeat(20)]
+    );
+    assert!(e.store.revisions("payments/99").await.unwrap().is_empty());
+}
+
 async fn command(e: &Env, cmd: &'static str, args: &[&str]) -> Value {
     e.backend
         .client()

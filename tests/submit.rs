@@ -227,6 +227,16 @@ fn bad_submissions_are_refused_before_anything_is_written() {
         status.contains("pay/1 ") && status.contains("pay/2 "),
         "{status}"
     );
+    // Handing a recorded batch over again: accepted, and not merged twice (same intent id).
+    let out = keyway(&s, &["submit", "--resume", "pay/batch/1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pay/batch/1");
+    let out = keyway(&s, &["submit", "--resume", "pay/batch/9"]);
+    assert_eq!(out.status.code(), Some(1));
     let out = keyway(&s, &["status", "pay/batch/9"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no batch \"pay/batch/9\""));

@@ -280,7 +280,12 @@ impl MergeSignalStage {
             return Ok(Handled::Ack);
         }
         let failure = failure_reason(&result);
-        for step in &result.steps {
+        // Only the batch's own requests: a result cannot write revisions onto others.
+        for step in result
+            .steps
+            .iter()
+            .filter(|s| batch.contains.contains(&s.step_id))
+        {
             let outputs: Vec<String> = step.outputs.iter().map(|o| o.id.clone()).collect();
             if !outputs.is_empty() {
                 tracing::info!(request = %step.step_id, revisions = ?outputs, "landed");
@@ -329,6 +334,9 @@ pub async fn settle_request(
             request.revisions = store.revisions(request_id).await?;
         }
         store.update_request(&mut request).await?;
+    } else {
+        // A redelivery after the write: its membership move may not have happened.
+        store.repair_request_membership(&request).await?;
     }
     outbox.log(request_id, event, "", &error).await
 }

@@ -157,7 +157,11 @@ pub async fn hand_over(backend: &RedisBackend, batch: &Batch) -> Result<(), Subm
         .publish(&r, id, &batch.queue, Metadata::new())
         .await
         .map_err(|e| {
-            SubmitError::Publish(format!("handing {} to the merge stage: {e}", batch.id))
+            SubmitError::Publish(format!(
+                "{} is recorded but was not handed to the merge stage ({e}): \
+                 `keyway submit --resume {}` hands it over",
+                batch.id, batch.id
+            ))
         })?;
     Ok(())
 }
