@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,10 +56,17 @@ fn dedup_key(prefix: &str, stream: &str, partition_key: &str, id: &str) -> Strin
     )
 }
 
-/// The nine keys of a group script, in the order `scripts` documents.
+/// The nine keys of a group script, in the order `scripts` documents, and the group's wake-up
+/// stream.
 #[derive(Debug, Clone)]
 struct GroupKeys {
     keys: Vec<String>,
+    /// `kw:{s}:g:<stream>:<group>:wake`: a stream of at most one entry, added to by every
+    /// consume loop of the group as it stops (it may have released what it had in flight,
+    /// promoted the next entry of a key, or been about to claim), so the group's other loops,
+    /// which may be sleeping until their own next due time, claim at once. Only the wake-up
+    /// reads look at it; it is never trimmed below its one entry nor consumed.
+    wake: String,
 }
 
 impl GroupKeys {
@@ -78,6 +85,7 @@ impl GroupKeys {
                 g("pks"),
                 stream_key(prefix, &format!("{stream}{DEAD_LETTER_SUFFIX}")),
             ],
+            wake: g("wake"),
         }
     }
 
@@ -132,6 +140,23 @@ const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
 /// `now + delay` arithmetic cannot overflow.
 fn millis(d: Duration) -> i64 {
     d.min(MAX_DELAY).as_millis() as i64
+}
+
+/// The longest a consume loop goes without claiming while its wake-up read works and nothing
+/// it knows of is due sooner: the bound on how late it claims an entry another consumer made
+/// due and cannot claim itself (it crashed, or has no room).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// The same while the wake-up read does not work, or a claim cannot tell when the group's
+/// pending entries expire (W3 in `scripts.rs`).
+const POLL: Duration = Duration::from_secs(1);
+
+/// The sooner of two optional delays.
+fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// A count as a script argument (counts are range-checked; this only cannot wrap).
@@ -603,31 +628,44 @@ impl RedisBackend {
             consumer: consumer.clone(),
         });
 
-        // Wake-ups for new entries, from a blocking read on a connection of its own.
+        // Wake-ups for new entries and for the group's wake-up stream, from a blocking read on
+        // a connection of its own. While that read does not work, the loop polls.
         let notify = Arc::new(Notify::new());
+        let listening = Arc::new(AtomicBool::new(false));
         let waker = AbortOnDrop(tokio::spawn(wake_on_new_entries(
             self.inner.connection.clone(),
-            keys.stream().to_owned(),
+            [keys.stream().to_owned(), keys.wake.clone()],
             notify.clone(),
+            listening.clone(),
         )));
 
         // A reconnect can lose the reply to a claim that ran, leaving entries pending here
         // that nobody works on: look for them after every reconnect, not only now and then.
         let mut reconnects = self.inner.client.reconnect_rx();
 
-        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut tasks: JoinSet<Option<Duration>> = JoinSet::new();
         let mut in_flight: HashMap<tokio::task::Id, (String, u64)> = HashMap::new();
         let mut recover_due = Instant::now();
         let recover_every = (sub.visibility_timeout / 2).max(Duration::from_millis(200));
         let mut trim_due = Instant::now() + self.inner.config.redis.trim_interval;
         let mut error_backoff = Duration::from_millis(50);
+        // When to claim next. A claim runs only when it may find something: at once while the
+        // last one says it left work (W2 in `scripts.rs`), when a settle of this loop made an
+        // entry claimable (W1), when the wake-up read sees new entries or a wake-up, when the
+        // first known due entry is due or the first pending entry may expire (W3); and at least
+        // every `idle_poll` (`POLL` while the wake-up read does not work), for due entries
+        // other consumers scheduled and cannot claim themselves (they crashed, or have no room).
+        let mut claim_at = Instant::now();
+        // No longer than a visibility timeout (but not below `POLL`): an entry another
+        // consumer claims after one of this loop's claims is then in the PEL at a later claim,
+        // which learns when it expires (W3), unless it expires within `POLL`.
+        let idle_poll = IDLE_POLL.min(sub.visibility_timeout.max(POLL));
 
         while !shutdown.is_triggered() {
-            let mut more = false;
-            let mut sleep_for = Duration::from_secs(1);
             let mut failed = None;
             if reconnected(&mut reconnects) {
                 recover_due = Instant::now();
+                claim_at = Instant::now();
             }
             // This consumer's own pending entries that nobody here works on (a claim whose
             // reply was lost in a reconnect): now and then, after a reconnect, and after any
@@ -648,14 +686,18 @@ impl RedisBackend {
             // as for many.
             let free = sub.batch_size.saturating_sub(tasks.len());
             let refill = free >= sub.batch_size.div_ceil(4) || tasks.is_empty();
-            if refill && failed.is_none() {
+            if refill && failed.is_none() && Instant::now() >= claim_at {
                 match ctx.claim(free).await {
                     Ok(claim) => {
-                        more = !claim.deliveries.is_empty() || claim.read_full;
-                        if claim.next_due_ms >= 0 {
-                            let wait = claim.next_due_ms.saturating_sub(claim.now_ms).max(0);
-                            sleep_for = sleep_for.min(Duration::from_millis(wait as u64));
-                        }
+                        let most = if listening.load(Ordering::SeqCst) {
+                            idle_poll
+                        } else {
+                            POLL
+                        };
+                        let wait = claim
+                            .wait(sub.visibility_timeout)
+                            .map_or(Duration::ZERO, |w| w.min(most));
+                        claim_at = Instant::now() + wait;
                         for d in claim.deliveries {
                             spawn_delivery(&mut tasks, &mut in_flight, &ctx, &handler, d);
                         }
@@ -665,8 +707,8 @@ impl RedisBackend {
             }
             if let Some(e) = failed {
                 tracing::warn!(topic = %sub.topic, group = %sub.group, "reading deliveries failed: {e}");
-                recover_due = Instant::now();
-                sleep_for = error_backoff;
+                recover_due = Instant::now() + error_backoff;
+                claim_at = recover_due;
                 error_backoff = (error_backoff * 2).min(Duration::from_secs(2));
             } else {
                 error_backoff = Duration::from_millis(50);
@@ -682,18 +724,23 @@ impl RedisBackend {
             }
             let can_refill =
                 tasks.len() + sub.batch_size.div_ceil(4) <= sub.batch_size || tasks.is_empty();
-            if more && can_refill {
+            if can_refill && Instant::now() >= claim_at {
                 continue;
             }
+            let wake_at = claim_at.min(recover_due).min(trim_due);
             tokio::select! {
                 done = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    finished(&ctx, done, &mut in_flight).await;
+                    let mut due_in = finished(&ctx, done, &mut in_flight).await;
                     while let Some(done) = tasks.try_join_next_with_id() {
-                        finished(&ctx, Some(done), &mut in_flight).await;
+                        let next = finished(&ctx, Some(done), &mut in_flight).await;
+                        due_in = sooner(due_in, next);
+                    }
+                    if let Some(d) = due_in {
+                        claim_at = claim_at.min(Instant::now() + d);
                     }
                 }
-                _ = notify.notified(), if can_refill => {}
-                _ = tokio::time::sleep(sleep_for), if can_refill => {}
+                _ = notify.notified(), if can_refill => claim_at = Instant::now(),
+                _ = tokio::time::sleep_until(wake_at.into()), if can_refill => {}
                 _ = shutdown.wait() => {}
             }
         }
@@ -705,7 +752,9 @@ impl RedisBackend {
         tokio::pin!(deadline);
         while !tasks.is_empty() {
             tokio::select! {
-                done = tasks.join_next_with_id() => finished(&ctx, done, &mut in_flight).await,
+                done = tasks.join_next_with_id() => {
+                    finished(&ctx, done, &mut in_flight).await;
+                }
                 _ = &mut deadline => break,
             }
         }
@@ -729,6 +778,12 @@ impl RedisBackend {
                 }
             }
             finished(&ctx, Some(done), &mut in_flight).await;
+        }
+        // What this loop released or promoted, and anything it was about to claim, is the
+        // other consumers' now: wake them, as they may be sleeping until their own next due
+        // time.
+        if let Err(e) = ctx.wake_group().await {
+            tracing::warn!(topic = %sub.topic, group = %sub.group, "waking the group's other consumers failed: {e}");
         }
         Ok(())
     }
@@ -870,55 +925,86 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Keep blocking on `XREAD` for entries newer than the newest seen, and notify when some
-/// arrive. Runs on a connection of its own, with a finite block so it ends promptly.
-async fn wake_on_new_entries(connection: Connection, stream_key: String, notify: Arc<Notify>) {
+/// Keep blocking on `XREAD` for entries newer than the newest seen on `streams` (a
+/// subscription's stream and its group's wake-up stream), and notify when some arrive. Runs on
+/// a connection of its own, with a finite block so it ends promptly. `listening` is set while
+/// the reads work; when they fail, or this task ends, it is cleared and the loop notified, so
+/// the loop claims at once and polls from then on. Nothing published while a read failed is
+/// missed: the next read starts after the newest entry seen.
+async fn wake_on_new_entries(
+    connection: Connection,
+    streams: [String; 2],
+    notify: Arc<Notify>,
+    listening: Arc<AtomicBool>,
+) {
+    /// Clears `listening` when the task ends, aborted or not.
+    struct Deaf(Arc<AtomicBool>, Arc<Notify>);
+    impl Drop for Deaf {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::SeqCst);
+            self.1.notify_one();
+        }
+    }
+    let _deaf = Deaf(listening.clone(), notify.clone());
     let Ok(client) = connect_client(&connection).await else {
         return;
     };
     let cmd = |name: &'static str, blocking| {
         CustomCommand::new_static(name, ClusterHash::Offset(0), blocking)
     };
-    let newest = client
-        .custom::<Value, Value>(
-            cmd("XREVRANGE", false),
-            vec![
-                stream_key.clone().into(),
-                "+".into(),
-                "-".into(),
-                "COUNT".into(),
-                "1".into(),
-            ],
-        )
-        .await;
-    let mut last = match newest {
-        Ok(v) => first_entry_id(v).unwrap_or_else(|| "0-0".to_owned()),
-        Err(_) => "0-0".to_owned(),
-    };
-    loop {
-        let reply = client
+    let mut last = Vec::with_capacity(streams.len());
+    for key in &streams {
+        let newest = client
             .custom::<Value, Value>(
-                cmd("XREAD", true),
+                cmd("XREVRANGE", false),
                 vec![
-                    "BLOCK".into(),
-                    "1000".into(),
+                    key.as_str().into(),
+                    "+".into(),
+                    "-".into(),
                     "COUNT".into(),
-                    "100".into(),
-                    "STREAMS".into(),
-                    stream_key.clone().into(),
-                    last.clone().into(),
+                    "1".into(),
                 ],
             )
             .await;
-        match reply {
-            Ok(Value::Null) => {}
+        last.push(match newest {
+            Ok(v) => first_entry_id(v).unwrap_or_else(|| "0-0".to_owned()),
+            Err(_) => "0-0".to_owned(),
+        });
+    }
+    // An entry published after the loop's first claim and before the newest id was read
+    // here would be missed: claim once more now.
+    listening.store(true, Ordering::SeqCst);
+    notify.notify_one();
+    loop {
+        let mut args: Vec<Value> = vec![
+            "BLOCK".into(),
+            "1000".into(),
+            "COUNT".into(),
+            "100".into(),
+            "STREAMS".into(),
+        ];
+        args.extend(streams.iter().map(|k| Value::from(k.as_str())));
+        args.extend(last.iter().map(|id| Value::from(id.as_str())));
+        match client
+            .custom::<Value, Value>(cmd("XREAD", true), args)
+            .await
+        {
+            Ok(Value::Null) => listening.store(true, Ordering::SeqCst),
             Ok(v) => {
-                if let Some(id) = newest_in_xread(v) {
-                    last = id;
+                listening.store(true, Ordering::SeqCst);
+                for (key, id) in newest_in_xread(v) {
+                    if let Some(i) = streams.iter().position(|s| *s == key) {
+                        last[i] = id;
+                    }
+                }
+                notify.notify_one();
+            }
+            Err(_) => {
+                if listening.swap(false, Ordering::SeqCst) {
                     notify.notify_one();
                 }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
 }
@@ -933,26 +1019,38 @@ fn first_entry_id(v: Value) -> Option<String> {
         .as_string()
 }
 
-/// The id of the last entry in an `XREAD` reply (RESP2 array or RESP3 map).
-fn newest_in_xread(v: Value) -> Option<String> {
-    let entries = match v {
-        Value::Map(map) => map.inner().into_values().next()?,
+/// Each stream's key and the id of its last entry in an `XREAD` reply (RESP2 array or RESP3
+/// map).
+fn newest_in_xread(v: Value) -> Vec<(String, String)> {
+    let streams: Vec<(Value, Value)> = match v {
+        Value::Map(map) => map
+            .inner()
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
         other => other
             .into_array()
             .into_iter()
-            .next()?
-            .into_array()
-            .into_iter()
-            .nth(1)?,
+            .filter_map(|s| {
+                let mut parts = s.into_array().into_iter();
+                Some((parts.next()?, parts.next()?))
+            })
+            .collect(),
     };
-    entries
-        .into_array()
+    streams
         .into_iter()
-        .last()?
-        .into_array()
-        .into_iter()
-        .next()?
-        .as_string()
+        .filter_map(|(key, entries)| {
+            let id = entries
+                .into_array()
+                .into_iter()
+                .last()?
+                .into_array()
+                .into_iter()
+                .next()?
+                .as_string()?;
+            Some((key.as_string()?, id))
+        })
+        .collect()
 }
 
 impl Publisher for RedisBackend {
@@ -1021,7 +1119,39 @@ struct ClaimReply {
     deliveries: Vec<Claimed>,
     next_due_ms: i64,
     now_ms: i64,
-    read_full: bool,
+    /// The claim may have left claimable work (W2 in `scripts.rs`).
+    more: bool,
+    /// How long until the first pending entry of the group may expire: `-1` none pending,
+    /// `-2` unknown (W3).
+    expires_in_ms: i64,
+}
+
+impl ClaimReply {
+    /// How long the loop may wait before it claims again, as far as this claim can tell:
+    /// `None` when it should claim again as soon as it has room.
+    fn wait(&self, visibility_timeout: Duration) -> Option<Duration> {
+        if self.more {
+            return None;
+        }
+        let mut wait = match self.expires_in_ms {
+            -1 => visibility_timeout,
+            n if n >= 0 => Duration::from_millis(n as u64),
+            _ => POLL,
+        };
+        if self.next_due_ms >= 0 {
+            let due = self.next_due_ms.saturating_sub(self.now_ms).max(0);
+            wait = wait.min(Duration::from_millis(due as u64));
+        }
+        Some(wait)
+    }
+}
+
+/// What the settle script did (W1 in `scripts.rs`).
+#[derive(Debug, Clone)]
+struct Settled {
+    status: String,
+    /// When the settle made an entry claimable, from now.
+    due_in: Option<Duration>,
 }
 
 fn as_text(v: &Value) -> Option<String> {
@@ -1237,15 +1367,18 @@ impl LoopContext {
                 .next()
                 .ok_or_else(|| protocol_error("the claim script"))?,
         )?;
-        let next_due_ms = parts.next().as_ref().and_then(as_number).unwrap_or(-1);
-        let now_ms = parts.next().as_ref().and_then(as_number).unwrap_or(0);
-        let _last = parts.next();
-        let read_full = parts.next().as_ref().and_then(as_number) == Some(1);
+        let mut number = || parts.next().as_ref().and_then(as_number);
+        let (Some(next_due_ms), Some(now_ms), Some(more), Some(expires_in_ms)) =
+            (number(), number(), number(), number())
+        else {
+            return Err(protocol_error("the claim script"));
+        };
         Ok(ClaimReply {
             deliveries,
             next_due_ms,
             now_ms,
-            read_full,
+            more: more == 1,
+            expires_in_ms,
         })
     }
 
@@ -1311,6 +1444,25 @@ impl LoopContext {
         Ok(())
     }
 
+    /// Tell the group's other consume loops to claim now: an entry on the group's wake-up
+    /// stream (see [`GroupKeys`]), which their blocking reads see.
+    async fn wake_group(&self) -> Result<(), TransportError> {
+        self.backend
+            .command(
+                "XADD",
+                vec![
+                    self.keys.wake.as_str().into(),
+                    "MAXLEN".into(),
+                    "1".into(),
+                    "*".into(),
+                    "by".into(),
+                    (*self.consumer).into(),
+                ],
+            )
+            .await
+            .map(drop)
+    }
+
     async fn recover(
         &self,
         count: usize,
@@ -1340,7 +1492,7 @@ impl LoopContext {
         delay: Duration,
         reason: &str,
         detail: &Metadata,
-    ) -> Result<String, TransportError> {
+    ) -> Result<Settled, TransportError> {
         let mut args = self.head_args();
         args.push(entry.into());
         args.push(i64::try_from(epoch).unwrap_or(i64::MAX).into());
@@ -1366,7 +1518,16 @@ impl LoopContext {
                 )
                 .await;
             match result {
-                Ok(v) => return as_text(&v).ok_or_else(|| protocol_error("the settle script")),
+                Ok(v) => {
+                    let mut parts = v.into_array().into_iter();
+                    let status = parts.next().as_ref().and_then(as_text);
+                    let due_in = parts.next().as_ref().and_then(as_number);
+                    let (Some(status), Some(due_in)) = (status, due_in) else {
+                        return Err(protocol_error("the settle script"));
+                    };
+                    let due_in = u64::try_from(due_in).ok().map(Duration::from_millis);
+                    return Ok(Settled { status, due_in });
+                }
                 Err(e) => {
                     let e = transport_error(e);
                     tries += 1;
@@ -1380,7 +1541,13 @@ impl LoopContext {
         }
     }
 
-    async fn process<H: Handler>(self: Arc<Self>, claimed: Claimed, handler: Arc<H>) {
+    /// Run the handler on one delivery and settle it; returns when the settle made an entry
+    /// claimable (W1), so the loop knows when to claim again.
+    async fn process<H: Handler>(
+        self: Arc<Self>,
+        claimed: Claimed,
+        handler: Arc<H>,
+    ) -> Option<Duration> {
         let envelope = match read_envelope(claimed.fields) {
             Ok(envelope) => envelope,
             Err(problems) => {
@@ -1444,13 +1611,18 @@ impl LoopContext {
         let result = self
             .settle(&claimed.entry, claimed.epoch, action, delay, reason, detail)
             .await;
-        span.in_scope(|| self.settled(result, reason));
+        span.in_scope(|| self.settled(result, reason))
     }
 
     /// A stream entry without a usable envelope (see [`read_envelope`]) never reaches the
     /// handler and is never retried (it cannot change): it is dead-lettered as malformed, with
     /// its fields kept as they were, and the subscription goes on.
-    async fn dead_letter_malformed(&self, entry: &str, epoch: u64, problems: &[String]) {
+    async fn dead_letter_malformed(
+        &self,
+        entry: &str,
+        epoch: u64,
+        problems: &[String],
+    ) -> Option<Duration> {
         let reason = format!("malformed stream entry: {}", problems.join("; "));
         let span = tracing::warn_span!(
             "delivery",
@@ -1479,12 +1651,12 @@ impl LoopContext {
                 &detail,
             )
             .await;
-        span.in_scope(|| self.settled(result, &reason));
+        span.in_scope(|| self.settled(result, &reason))
     }
 
-    /// Count and log what the settle script did.
-    fn settled(&self, result: Result<String, TransportError>, reason: &str) {
-        match result.as_deref() {
+    /// Count and log what the settle script did; returns when it made an entry claimable.
+    fn settled(&self, result: Result<Settled, TransportError>, reason: &str) -> Option<Duration> {
+        match result.as_ref().map(|s| s.status.as_str()) {
             Ok("dead") => self.backend.inner.metrics.count(
                 "keyway_dead_letters_total",
                 &[("topic", self.sub.topic.as_str()), ("group", self.sub.group.as_str())],
@@ -1502,11 +1674,12 @@ impl LoopContext {
                 "settling failed, the delivery will be redelivered after the visibility timeout: {e}"
             ),
         }
+        result.ok().and_then(|s| s.due_in)
     }
 }
 
 fn spawn_delivery<H: Handler + 'static>(
-    tasks: &mut JoinSet<()>,
+    tasks: &mut JoinSet<Option<Duration>>,
     in_flight: &mut HashMap<tokio::task::Id, (String, u64)>,
     ctx: &Arc<LoopContext>,
     handler: &Arc<H>,
@@ -1517,35 +1690,41 @@ fn spawn_delivery<H: Handler + 'static>(
     in_flight.insert(handle.id(), entry);
 }
 
-/// A finished delivery task: forget it; a handler that panicked nacks its delivery.
+/// The result of a delivery task, as `JoinSet` hands it back.
+type Done = Option<Result<(tokio::task::Id, Option<Duration>), tokio::task::JoinError>>;
+
+/// A finished delivery task: forget it; a handler that panicked nacks its delivery. Returns
+/// when its settle made an entry claimable (W1).
 async fn finished(
     ctx: &LoopContext,
-    done: Option<Result<(tokio::task::Id, ()), tokio::task::JoinError>>,
+    done: Done,
     in_flight: &mut HashMap<tokio::task::Id, (String, u64)>,
-) {
+) -> Option<Duration> {
     match done {
-        Some(Ok((id, ()))) => {
+        Some(Ok((id, due_in))) => {
             in_flight.remove(&id);
+            due_in
         }
         Some(Err(e)) => {
-            if let Some((entry, epoch)) = in_flight.remove(&e.id()) {
-                if e.is_panic() {
-                    let reason = "the handler panicked";
-                    tracing::error!(topic = %ctx.sub.topic, entry = %entry, "{reason}");
-                    let _ = ctx
-                        .settle(
-                            &entry,
-                            epoch,
-                            Action::Nack,
-                            ctx.sub.backoff.delay(1),
-                            reason,
-                            &Metadata::new(),
-                        )
-                        .await;
-                }
+            let (entry, epoch) = in_flight.remove(&e.id())?;
+            if !e.is_panic() {
+                return None;
             }
+            let reason = "the handler panicked";
+            tracing::error!(topic = %ctx.sub.topic, entry = %entry, "{reason}");
+            ctx.settle(
+                &entry,
+                epoch,
+                Action::Nack,
+                ctx.sub.backoff.delay(1),
+                reason,
+                &Metadata::new(),
+            )
+            .await
+            .ok()?
+            .due_in
         }
-        None => {}
+        None => None,
     }
 }
 
@@ -1571,6 +1750,7 @@ impl Lease for RedisLease {
                     &Metadata::new(),
                 )
                 .await?
+                .status
                 .as_str()
             {
                 "ok" => Ok(()),

@@ -19,6 +19,7 @@
 //! | `kw:{s}:g:<stream>:<group>:due` | zset | entries to deliver again at a time (retry, postpone) |
 //! | `kw:{s}:g:<stream>:<group>:held` | zset | every waiting or due entry (trim bound) |
 //! | `kw:{s}:g:<stream>:<group>:attempts` / `errors` / `pks` | hash | per entry: failed attempts, last error, partition key |
+//! | `kw:{s}:g:<stream>:<group>:wake` | stream (at most 1 entry) | wakes the group's other consume loops when one stops |
 //! | `kw:{s}:s:<stream>_dlq` | stream | dead letters: the original fields plus `m:dlq.original_topic`, `m:dlq.failure_count`, `m:dlq.last_error`, `m:dlq.failed_at`, `m:dlq.stream_entry`, `m:dlq.detail.*`; an entry that could not be read at all is dead-lettered as `id=malformed:<entry>`, `m:dlq.malformed=1` with its fields under `raw:` |
 //!
 //! The scripts and the invariants they keep are in `scripts.rs`, next to the Lua.

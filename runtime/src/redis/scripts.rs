@@ -32,6 +32,17 @@
 //!   the same script: there is no moment where the message is in neither stream.
 //! - I5: time is the server's (`TIME`), never a client clock.
 //!
+//! What the scripts tell the consume loop, so it claims only when there may be something to
+//! claim (the loop's side is in `backend.rs`, at `run`):
+//! - W1: a settle that makes an entry claimable (a retry, a postponement, a release, or the
+//!   promotion of the next entry of its key) says when; nothing else a settle does makes a
+//!   claim find more.
+//! - W2: a claim says whether it may have left claimable work behind (`more`); when it says
+//!   no, calling again finds nothing until time passes (a due time, a visibility timeout) or
+//!   something happens (a publish, which the loop's blocking read sees; a settle, W1).
+//! - W3: a claim says how long until the first pending entry of the group may pass the
+//!   visibility timeout, when it can tell.
+//!
 //! Dead letters copy the entry's fields (less any `m:dlq.*` of an earlier dead-lettering) and
 //! add `m:dlq.*` fields; two kinds of entry cannot be copied as they are:
 //! - a tombstone (the entry was deleted or trimmed): `id` = `tombstone:<entry id>`, `pk` as the
@@ -88,8 +99,9 @@ local function cleanup(id)
   redis.call('HDEL', KEYS[8], id)
 end
 -- The head of `pk` is done: promote the next waiting entry of the key (due now), or free it.
+-- Returns true when an entry was promoted (W1: the caller tells its loop to claim).
 local function release_if_head(pk, id)
-  if not pk or redis.call('HGET', KEYS[2], pk) ~= id then return end
+  if not pk or redis.call('HGET', KEYS[2], pk) ~= id then return false end
   local prefix = wait_prefix(pk)
   local nxt = redis.call('ZRANGEBYLEX', KEYS[3], '[' .. prefix, '(' .. prefix .. '\255', 'LIMIT', 0, 1)
   if #nxt > 0 then
@@ -97,9 +109,10 @@ local function release_if_head(pk, id)
     local nid = unpad(string.sub(nxt[1], #prefix + 1))
     redis.call('HSET', KEYS[2], pk, nid)
     redis.call('ZADD', KEYS[4], now_ms(), nid)
-  else
-    redis.call('HDEL', KEYS[2], pk)
+    return true
   end
+  redis.call('HDEL', KEYS[2], pk)
+  return false
 end
 -- Append a dead letter (I4 holds because callers XACK in the same script). `fields` is nil
 -- for a tombstone (the entry was deleted or trimmed). `malformed` is true for an entry whose
@@ -176,12 +189,30 @@ return redis.call(unpack(args))
 /// waits behind it: I1). Deleted or trimmed entries met on the way are dead-lettered as
 /// tombstones.
 ///
-/// Returns `{deliveries, next_due_ms, now_ms, last_stream_id, read_full}` where each delivery
-/// is `{id, epoch, attempt, fields}`.
+/// Returns `{deliveries, next_due_ms, now_ms, more, expires_in_ms}` where each delivery is
+/// `{id, epoch, attempt, fields}`:
+/// - `more` (W2) is `1` when a step stopped at its count (the due entries, the expired
+///   entries or the new entries filled what was asked, or the deliveries did) or this claim
+///   promoted an entry that is due now, so calling again at once may find work; `0` when
+///   every step found less than it could take: no due entry is due and nothing is unread,
+///   and no pending entry is expired unless the `XAUTOCLAIM` scan stopped early (its cursor
+///   is not `0-0`, and `expires_in_ms` is `-2`). Every `1` consumed or promoted something, so
+///   a loop that calls again while it is `1` cannot spin on one state. (A scan that stopped
+///   early is not `1`: `XAUTOCLAIM` starts at `0-0` every time, so calling again would scan
+///   the same entries.)
+/// - `expires_in_ms` (W3) is how long until the first entry of the group's PEL may pass the
+///   visibility timeout (`vt - idle`, at least 1), `-1` when the PEL is empty (so nothing can
+///   expire within a visibility timeout from now: what is claimed later is idle from then),
+///   or `-2` when unknown (`more` is `1`, the `XAUTOCLAIM` scan stopped before the PEL's end,
+///   or the PEL has 100 entries or more). An entry's expiry only moves later (a reclaim or an
+///   extension resets its idle time), so this is a lower bound a loop may sleep until.
 const CLAIM_BODY: &str = r#"
 local count = tonumber(ARGV[6])
 local max_attempts = tonumber(ARGV[5])
+local vt = tonumber(ARGV[7])
 local out = {}
+local more = 0
+local scanned = false
 local now = now_ms()
 local function deliver(id, fields)
   local failures = tonumber(redis.call('HGET', KEYS[6], id) or '0')
@@ -191,6 +222,7 @@ local function deliver(id, fields)
 end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, count)
+if #due >= count then more = 1 end
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[4], id)
   redis.call('ZREM', KEYS[5], pad(id))
@@ -203,7 +235,10 @@ for _, id in ipairs(due) do
 end
 
 if #out < count then
-  local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[7], '0-0', 'COUNT', count - #out)
+  local want = count - #out
+  local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[7], '0-0', 'COUNT', want)
+  if #r[2] + #(r[3] or {}) >= want then more = 1 end
+  scanned = r[1] == '0-0'
   for _, e in ipairs(r[2]) do
     local id = e[1]
     local failures = redis.call('HINCRBY', KEYS[6], id, 1)
@@ -224,13 +259,12 @@ if #out < count then
   end
 end
 
-local read_full = 0
 if #out < count then
   local want = count - #out
   local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want, 'STREAMS', KEYS[1], '>')
   if r then
     local entries = r[1][2]
-    if #entries >= want then read_full = 1 end
+    if #entries >= want then more = 1 end
     for _, e in ipairs(entries) do
       local id, fields = e[1], e[2]
       if not fields then
@@ -251,9 +285,23 @@ if #out < count then
   end
 end
 
+if #out >= count then more = 1 end
+-- An entry this claim promoted (after a dead letter or a tombstone) is due now.
 local next_due = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-return {out, next_due[2] or '-1', tostring(now), last[1] and last[1][1] or '0-0', read_full}
+if next_due[2] and tonumber(next_due[2]) <= now then more = 1 end
+
+local expires = -2
+if more == 0 and scanned then
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 100)
+  if #pending < 100 then
+    expires = -1
+    for _, p in ipairs(pending) do
+      local left = math.max(vt - tonumber(p[3]), 1)
+      if expires < 0 or left < expires then expires = left end
+    end
+  end
+end
+return {out, next_due[2] or '-1', tostring(now), more, expires}
 "#;
 
 /// Re-deliver this consumer's own pending entries that are not in flight in this process
@@ -287,17 +335,20 @@ return out
 /// Settle one delivery. ARGV: 6 entry id, 7 epoch (delivery count), 8 action (`ack`, `nack`,
 /// `postpone`, `reject`, `malformed`, `release`, `extend`), 9 delay (ms, for
 /// nack/postpone/release), 10 reason, then detail key/value pairs. `malformed` is a reject
-/// whose dead letter takes the D1 shape. Fenced (I3): returns `stale` when the entry is no
-/// longer this consumer's at this epoch. Otherwise `ok`, `retry` (nack below max attempts),
-/// `dead` (dead-lettered) or `dropped` (failed with dead-lettering off).
+/// whose dead letter takes the D1 shape. Returns `{status, due_in_ms}`. Fenced (I3): the
+/// status is `stale` when the entry is no longer this consumer's at this epoch. Otherwise
+/// `ok`, `retry` (nack below max attempts), `dead` (dead-lettered) or `dropped` (failed with
+/// dead-lettering off). `due_in_ms` (W1) is when this settle made an entry claimable: the
+/// delay of a retry, postponement or release, `0` when it promoted the next entry of the
+/// key, `-1` when it made nothing claimable.
 const SETTLE_BODY: &str = r#"
 local id = ARGV[6]
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
-if not p[1] or p[1][2] ~= ARGV[2] or tostring(p[1][4]) ~= ARGV[7] then return 'stale' end
+if not p[1] or p[1][2] ~= ARGV[2] or tostring(p[1][4]) ~= ARGV[7] then return {'stale', -1} end
 local action = ARGV[8]
 if action == 'extend' then
   redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'IDLE', 0, 'JUSTID')
-  return 'ok'
+  return {'ok', -1}
 end
 redis.call('XACK', KEYS[1], ARGV[1], id)
 local pk = redis.call('HGET', KEYS[8], id)
@@ -305,12 +356,12 @@ local delay = tonumber(ARGV[9])
 if action == 'postpone' or action == 'release' then
   redis.call('ZADD', KEYS[4], now_ms() + delay, id)
   redis.call('ZADD', KEYS[5], 0, pad(id))
-  return 'ok'
+  return {'ok', delay}
 end
 if action == 'ack' then
-  release_if_head(pk, id)
+  local promoted = release_if_head(pk, id)
   cleanup(id)
-  return 'ok'
+  return {'ok', promoted and 0 or -1}
 end
 local failures
 if action == 'nack' then
@@ -319,7 +370,7 @@ if action == 'nack' then
   if failures < tonumber(ARGV[5]) then
     redis.call('ZADD', KEYS[4], now_ms() + delay, id)
     redis.call('ZADD', KEYS[5], 0, pad(id))
-    return 'retry'
+    return {'retry', delay}
   end
 else
   failures = tonumber(redis.call('HGET', KEYS[6], id) or '0') + 1
@@ -328,10 +379,9 @@ local detail = {}
 for i = 11, #ARGV do table.insert(detail, ARGV[i]) end
 local entry = redis.call('XRANGE', KEYS[1], id, id)
 local written = dead_letter(id, entry[1] and entry[1][2] or nil, ARGV[10], failures, detail, pk, action == 'malformed')
-release_if_head(pk, id)
+local promoted = release_if_head(pk, id)
 cleanup(id)
-if written == 1 then return 'dead' end
-return 'dropped'
+return {written == 1 and 'dead' or 'dropped', promoted and 0 or -1}
 "#;
 
 /// Trim the stream below what every group may still need (I2). KEYS: 1 stream, then each
