@@ -37,6 +37,34 @@ fn worker(url: &str, roles: &[&str]) -> Child {
         .expect("keyway run starts")
 }
 
+/// Worker processes, killed if the test ends before stopping them (they would wait for their
+/// Redis forever).
+struct Workers(Vec<Child>);
+
+impl std::ops::Deref for Workers {
+    type Target = Vec<Child>;
+    fn deref(&self) -> &Vec<Child> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Workers {
+    fn deref_mut(&mut self) -> &mut Vec<Child> {
+        &mut self.0
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for w in &mut self.0 {
+            if matches!(w.try_wait(), Ok(None)) {
+                let _ = w.kill();
+                let _ = w.wait();
+            }
+        }
+    }
+}
+
 /// What a killed worker wrote to stderr.
 trait StderrOf {
     fn wait_with_output_ref(&mut self) -> String;
@@ -81,20 +109,20 @@ async fn the_loop_runs_across_worker_processes_and_stops_on_sigterm() {
     let store = Store::new(&backend);
     let batches = fixture::seed(&store).await.unwrap();
 
-    let mut workers = vec![
+    let mut workers = Workers(vec![
         worker(&url, &["merge", "runway"]),
         worker(&url, &["mergesignal", "conclude", "speculate"]),
         worker(&url, &["reconcile"]),
         // A second merge/mergesignal process: two consumers per group.
         worker(&url, &["merge", "mergesignal"]),
-    ];
+    ]);
     fixture::submit(&backend, &batches).await.unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(30);
     'wait: loop {
         if Instant::now() > deadline {
             let mut logs = String::new();
-            for w in &mut workers {
+            for w in workers.iter_mut() {
                 let _ = w.kill();
                 let out = w.wait_with_output_ref();
                 logs.push_str(&out);
@@ -115,7 +143,7 @@ async fn the_loop_runs_across_worker_processes_and_stops_on_sigterm() {
         }
         break;
     }
-    for w in &mut workers {
+    for w in workers.iter_mut() {
         let status = terminate(w);
         assert!(status.success(), "a worker exited with {status}");
     }

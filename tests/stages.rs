@@ -338,6 +338,29 @@ async fn mergesignal_lands_the_batch_and_fans_out_conclude_then_speculate() {
 }
 
 #[tokio::test]
+async fn a_write_sent_twice_is_one_write_not_a_conflict() {
+    let e = env().await;
+    seed(&e.store, BatchState::Merging).await;
+    let read = e.store.request("payments/1").await.unwrap().unwrap();
+    let mut first = read.clone();
+    first.set_state(RequestState::Landed);
+    let mut again = first.clone();
+    e.store.update_request(&mut first).await.unwrap();
+    // The same write once more, as a client re-sends it after a lost reply.
+    e.store.update_request(&mut again).await.unwrap();
+    assert_eq!(again.version, first.version);
+    let stored = e.store.request("payments/1").await.unwrap().unwrap();
+    assert_eq!(stored, first);
+    // A different write from the same stale read still conflicts.
+    let mut other = read.clone();
+    other.set_state(RequestState::Error);
+    assert!(matches!(
+        e.store.update_request(&mut other).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+#[tokio::test]
 async fn a_result_cannot_write_revisions_onto_requests_outside_its_batch() {
     let e = env().await;
     seed(&e.store, BatchState::Merging).await;

@@ -101,10 +101,16 @@ pub fn bounded(e: HandlerError) -> HandlerError {
 /// Write the record only if the stored version is the one read. KEYS: 1 entity. ARGV: 1 the
 /// version read (`0` for a new record), 2 the new version, 3 the record, 4 its state's name.
 /// Returns 0 on a version mismatch; when written, the state the record had before: `""` for a
-/// new record, `"?"` for one written without its state (before `s` was kept).
+/// new record, `"?"` for one written without its state (before `s` was kept) and for this very
+/// write found applied already (the client re-sends a command whose reply a reconnect lost: the
+/// write is then a success, and the membership is repaired from every state).
 const CAS: &str = r#"
 local current = redis.call('HGET', KEYS[1], 'v') or '0'
-if current ~= ARGV[1] then return 0 end
+if current ~= ARGV[1] then
+  -- This very write, applied already: the client re-sent it after a lost reply.
+  if current == ARGV[2] and redis.call('HGET', KEYS[1], 'd') == ARGV[3] then return '?' end
+  return 0
+end
 local before = ''
 if current ~= '0' then before = redis.call('HGET', KEYS[1], 's') or '?' end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3], 's', ARGV[4])
