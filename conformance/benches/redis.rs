@@ -2,9 +2,14 @@
 //! the same server in the same run. Starts its own `redis-server` (no AOF, so the figures are
 //! about the protocol and scripts, not the disk).
 //!
+//! The measures are repeated in rounds; each round starts from an empty server (`FLUSHALL`)
+//! and runs `redis-benchmark` too, before the client's measures in odd rounds and after them
+//! in even ones, and each ratio is taken to the baseline of its own round. The report gives
+//! min, median and max over the rounds, of the figures and of the ratios.
+//!
 //! Run: `cargo bench -p keyway-conformance --bench redis`. `KEYWAY_BENCH_N` sets the message
-//! count (default 20000), `KEYWAY_BENCH_RATE` the offered load of the latency run (default
-//! 2000 msgs/s for 3 s).
+//! count per measure (default 20000), `KEYWAY_BENCH_RATE` the offered load of the latency run
+//! (default 2000 msgs/s for 2 s), `KEYWAY_BENCH_ROUNDS` the rounds (default 5).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +25,9 @@ use keyway_runtime::transport::{
 };
 
 const CONCURRENCY: usize = 50;
+
+/// How long the latency run offers its load, per round.
+const LATENCY_WINDOW: Duration = Duration::from_secs(2);
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -97,9 +105,10 @@ where
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-fn message(i: usize, payload: &[u8]) -> OutgoingMessage {
+/// Message `i` of round `round` (ids differ between rounds, so publish dedup never drops one).
+fn message(round: usize, i: usize, payload: &[u8]) -> OutgoingMessage {
     OutgoingMessage {
-        id: MessageId::new(format!("m-{i}")).unwrap(),
+        id: MessageId::new(format!("m-{round}-{i}")).unwrap(),
         partition_key: format!("k{}", i % 64),
         payload: payload.to_vec(),
         metadata: [("sent_us".to_owned(), now_us().to_string())].into(),
@@ -132,37 +141,25 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    let n = env("KEYWAY_BENCH_N", 20_000);
-    let rate = env("KEYWAY_BENCH_RATE", 2000);
+/// One round's figures: rates in msgs/s, latencies in ms.
+struct Round {
+    baseline: f64,
+    base_ms: f64,
+    raw: f64,
+    publish: f64,
+    consume: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn measure(backend: &RedisBackend, round: usize, n: usize, rate: usize) -> Round {
     let payload = "x".repeat(1024);
-    let server = EmbeddedRedis::start(EmbeddedOptions {
-        append_only: false,
-        ..Default::default()
-    })
-    .expect("redis-server starts");
-    let config = Config {
-        redis: keyway_runtime::redis::RedisConfig {
-            url: server.url(),
-            ..Default::default()
-        },
-        registry: Registry::identity(["bench", "consume", "latency"]).unwrap(),
-        subscriptions: Default::default(),
-    };
-    let (backend, _) = RedisBackend::connect(config).await.unwrap();
-
-    let (baseline, base_ms) = redis_benchmark(server.port(), n, &payload);
-
     let b = backend.clone();
     let body = payload.clone().into_bytes();
     let publish = run_concurrently(n, move |i| {
         let (b, body) = (b.clone(), body.clone());
         async move {
-            b.publish("bench", message(i, &body)).await.unwrap();
+            b.publish("bench", message(round, i, &body)).await.unwrap();
         }
     })
     .await;
@@ -191,7 +188,10 @@ async fn main() {
     // Consume and ack a backlog of n messages.
     let body = payload.clone().into_bytes();
     for i in 0..n {
-        backend.publish("consume", message(i, &body)).await.unwrap();
+        backend
+            .publish("consume", message(round, i, &body))
+            .await
+            .unwrap();
     }
     let counter = Arc::new(Counter {
         done: AtomicUsize::new(0),
@@ -223,7 +223,7 @@ async fn main() {
     let c = counter.clone();
     let consumer = tokio::spawn(async move { b.run(sub, c, shutdown).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let total = rate * 3;
+    let total = (rate as f64 * LATENCY_WINDOW.as_secs_f64()) as usize;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
     let body = payload.into_bytes();
@@ -233,7 +233,7 @@ async fn main() {
             tokio::time::sleep(wait).await;
         }
         let b = backend.clone();
-        let m = message(i, &body);
+        let m = message(round, i, &body);
         tokio::spawn(async move { b.publish("latency", m).await.unwrap() });
     }
     while counter.done.load(Ordering::Relaxed) < total {
@@ -243,45 +243,155 @@ async fn main() {
     consumer.await.unwrap().unwrap();
     let mut lat = counter.latencies.lock().unwrap().clone();
     lat.sort_unstable();
+    let ms = |us: u64| us as f64 / 1000.0;
+    Round {
+        baseline: 0.0,
+        base_ms: 0.0,
+        raw,
+        publish,
+        consume,
+        p50_ms: ms(percentile(&lat, 0.50)),
+        p99_ms: ms(percentile(&lat, 0.99)),
+    }
+}
+
+/// min, median, max.
+fn spread(mut v: Vec<f64>) -> [f64; 3] {
+    v.sort_by(f64::total_cmp);
+    [v[0], v[v.len() / 2], v[v.len() - 1]]
+}
+
+/// A row: the figure of each round and its ratio to that round's baseline.
+fn row(
+    name: &str,
+    unit: &str,
+    rounds: &[Round],
+    figure: fn(&Round) -> f64,
+    base: fn(&Round) -> f64,
+) {
+    let [lo, mid, hi] = spread(rounds.iter().map(figure).collect());
+    let [rlo, rmid, rhi] = spread(rounds.iter().map(|r| figure(r) / base(r)).collect());
+    println!(
+        "{name:<44} {unit:<6} {lo:>9.2} {mid:>9.2} {hi:>9.2}   {rlo:>8.2} {rmid:>8.2} {rhi:>8.2}"
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n = env("KEYWAY_BENCH_N", 20_000);
+    let rate = env("KEYWAY_BENCH_RATE", 2000).max(1);
+    let rounds = env("KEYWAY_BENCH_ROUNDS", 5).max(1);
+    println!(
+        "load at start (/proc/loadavg): {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let payload = "x".repeat(1024);
+    let server = EmbeddedRedis::start(EmbeddedOptions {
+        append_only: false,
+        ..Default::default()
+    })
+    .expect("redis-server starts");
+    let config = Config {
+        redis: keyway_runtime::redis::RedisConfig {
+            url: server.url(),
+            ..Default::default()
+        },
+        registry: Registry::identity(["bench", "consume", "latency"]).unwrap(),
+        subscriptions: Default::default(),
+    };
+    let (backend, _) = RedisBackend::connect(config).await.unwrap();
+
+    let mut results = Vec::new();
+    for round in 0..rounds {
+        let _: Value = backend
+            .client()
+            .custom::<Value, Value>(
+                CustomCommand::new_static("FLUSHALL", ClusterHash::Random, false),
+                vec![],
+            )
+            .await
+            .unwrap();
+        let baseline_first = round % 2 == 0;
+        let mut base = (0.0, 0.0);
+        if baseline_first {
+            base = redis_benchmark(server.port(), n, &payload);
+        }
+        let mut r = measure(&backend, round, n, rate).await;
+        if !baseline_first {
+            base = redis_benchmark(server.port(), n, &payload);
+        }
+        (r.baseline, r.base_ms) = base;
+        results.push(r);
+    }
 
     println!(
-        "messages: {n} of 1 KiB; {CONCURRENCY} concurrent publishers; redis-server without AOF\n"
-    );
-    println!("{:<44} {:>12} {:>10}", "measure", "value", "÷ baseline");
-    println!(
-        "{:<44} {:>12.0} {:>10.2}",
-        "redis-benchmark XADD (msgs/s, baseline)", baseline, 1.0
+        "\nmessages: {n} of 1 KiB per measure; {CONCURRENCY} concurrent publishers; redis-server \
+         without AOF; {rounds} rounds, the baseline in each\n"
     );
     println!(
-        "{:<44} {:>12.0} {:>10.2}",
-        "raw XADD through fred (msgs/s)",
-        raw,
-        raw / baseline
+        "{:<44} {:<6} {:>9} {:>9} {:>9}   {:>8} {:>8} {:>8}",
+        "measure", "unit", "min", "median", "max", "÷ min", "÷ median", "÷ max"
+    );
+    let rate_of = |r: &Round| r.baseline;
+    let ms_of = |r: &Round| r.base_ms;
+    row(
+        "redis-benchmark XADD (baseline)",
+        "msgs/s",
+        &results,
+        |r| r.baseline,
+        rate_of,
+    );
+    row(
+        "raw XADD through fred",
+        "msgs/s",
+        &results,
+        |r| r.raw,
+        rate_of,
+    );
+    row(
+        "publish through the dedup script",
+        "msgs/s",
+        &results,
+        |r| r.publish,
+        rate_of,
+    );
+    row(
+        "consume and ack",
+        "msgs/s",
+        &results,
+        |r| r.consume,
+        rate_of,
+    );
+    row(
+        "redis-benchmark XADD p50 latency (baseline)",
+        "ms",
+        &results,
+        |r| r.base_ms,
+        ms_of,
+    );
+    row(
+        &format!("publish→handler p50 at {rate} msgs/s"),
+        "ms",
+        &results,
+        |r| r.p50_ms,
+        ms_of,
+    );
+    row(
+        &format!("publish→handler p99 at {rate} msgs/s"),
+        "ms",
+        &results,
+        |r| r.p99_ms,
+        ms_of,
     );
     println!(
-        "{:<44} {:>12.0} {:>10.2}",
-        "publish through the dedup script (msgs/s)",
-        publish,
-        publish / baseline
+        "\nload at end (/proc/loadavg): {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
-    println!(
-        "{:<44} {:>12.0} {:>10.2}",
-        "consume and ack (msgs/s)",
-        consume,
-        consume / baseline
-    );
-    let ms = |us: u64| us as f64 / 1000.0;
-    println!(
-        "{:<44} {:>9.2} ms {:>10}",
-        "redis-benchmark XADD p50 latency (baseline)", base_ms, "1.00"
-    );
-    for (name, p) in [("p50", 0.50), ("p99", 0.99)] {
-        let v = ms(percentile(&lat, p));
-        println!(
-            "{:<44} {:>9.2} ms {:>10.2}",
-            format!("publish→handler {name} at {rate} msgs/s"),
-            v,
-            v / base_ms
-        );
-    }
 }
