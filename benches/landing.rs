@@ -161,6 +161,7 @@ fn main() {
         max_landing_attempts: 10,
         committer: Identity::default(),
         stale_check: false,
+        change_sources: Vec::new(),
     };
     let merger = runtime
         .block_on(GitMerger::new(HashMap::from([("bench".to_owned(), queue)])))

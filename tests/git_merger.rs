@@ -112,6 +112,7 @@ impl Repos {
             max_landing_attempts: 10,
             committer: Identity::default(),
             stale_check: false,
+            change_sources: Vec::new(),
         }
     }
 }
@@ -821,5 +822,48 @@ async fn a_push_the_remote_refuses_is_an_error_with_its_reason_not_contention() 
     );
     assert!(e.0.contains("pre-receive hook declined"), "{e}");
     assert!(!e.0.contains("contention"), "{e}");
+    assert_eq!(r.tip(), tip);
+}
+
+#[tokio::test]
+async fn changes_come_only_from_the_sources_the_queue_allows() {
+    let r = Repos::new("sources");
+    let uri = r.change("feature", "main", &[("s.txt", "s\n")]);
+    let tip = r.tip();
+    let root = r.root.display().to_string();
+    for (sources, allowed) in [
+        (vec![format!("{root}/")], true),
+        (vec![r.origin.display().to_string()], true),
+        (
+            vec![
+                "git://git.example.com/".to_owned(),
+                format!("{root}/origin.git/"),
+            ],
+            true,
+        ),
+        (vec![format!("{root}/orig")], false),
+        (vec!["git://git.example.com/".to_owned()], false),
+    ] {
+        let m = merger(GitQueue {
+            change_sources: sources.clone(),
+            ..r.queue(Strategy::Rebase)
+        })
+        .await;
+        let verdict = m
+            .merge(
+                &request(vec![step("q/1", Strategy::Rebase, &[&uri])]),
+                false,
+            )
+            .await
+            .unwrap();
+        match (allowed, verdict) {
+            (true, Verdict::Succeeded { .. }) => {}
+            (false, Verdict::Failed { reason, .. }) => assert!(
+                reason.contains("is not from a source this queue takes changes from"),
+                "{sources:?}: {reason}"
+            ),
+            (_, other) => panic!("{sources:?}: {other:?}"),
+        }
+    }
     assert_eq!(r.tip(), tip);
 }

@@ -240,6 +240,7 @@ pub async fn run(backend: &RedisBackend, out: &mut impl std::io::Write) -> Resul
                     max_landing_attempts: 10,
                     committer: Identity::default(),
                     stale_check: false,
+                    change_sources: Vec::new(),
                 },
             )
         })

@@ -13,6 +13,7 @@
 //! default_strategy = "rebase"           # what DEFAULT resolves to: rebase, squash-rebase, merge, promote
 //! max_landing_attempts = 10             # 1..=1000
 //! stale_check = false                   # refuse a change whose ref moved on from the pinned sha
+//! change_sources = ["ssh://git@git.example.com/", "/srv/git/"]  # where changes may come from; default anywhere
 //! ```
 
 use std::collections::HashMap;
@@ -104,6 +105,7 @@ fn queue(
         max_landing_attempts: 10,
         committer: committer.clone(),
         stale_check: false,
+        change_sources: Vec::new(),
     };
     for (key, value) in t {
         let at = format!("{at}.{key}");
@@ -145,6 +147,15 @@ fn queue(
                 q.max_landing_attempts = n as u32;
             }
             "committer" => q.committer = identity(&at, value)?,
+            "change_sources" => {
+                q.change_sources = value
+                    .as_array()
+                    .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_owned)).collect())
+                    .ok_or_else(|| format!("{at}: expected a list of repository prefixes"))?;
+                if let Some(bad) = q.change_sources.iter().find(|s| s.trim_end_matches('/').is_empty()) {
+                    return Err(format!("{at}: {bad:?} is not a repository prefix"));
+                }
+            }
             "stale_check" => {
                 q.stale_check = value
                     .as_bool()
@@ -152,7 +163,7 @@ fn queue(
             }
             _ => {
                 return Err(format!(
-                    "{at}: unknown key (expected repository, branch, default_strategy, mirror_dir, max_landing_attempts, committer, stale_check)"
+                    "{at}: unknown key (expected repository, branch, default_strategy, mirror_dir, max_landing_attempts, committer, stale_check, change_sources)"
                 ))
             }
         }
@@ -264,6 +275,25 @@ mod tests {
             assert!(
                 e.contains("runway.queues.pay.branch: ") && e.contains("is not a branch name"),
                 "{branch}: {e}"
+            );
+        }
+        let sources = parse_text("[runway]\nmirror_dir = \"/m\"\n[runway.queues.pay]\nrepository = \"/r\"\nbranch = \"main\"\nchange_sources = [\"/srv/git/\"]\n").unwrap();
+        let MergerConfig::Git(queues) = sources else {
+            panic!("{sources:?}")
+        };
+        assert_eq!(queues["pay"].change_sources, ["/srv/git/"]);
+        for bad in [
+            "change_sources = \"/srv\"",
+            "change_sources = [\"/\"]",
+            "change_sources = [1]",
+        ] {
+            let e = parse_text(&format!(
+                "[runway]\nmirror_dir = \"/m\"\n[runway.queues.pay]\nrepository = \"/r\"\nbranch = \"main\"\n{bad}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.starts_with("runway.queues.pay.change_sources: "),
+                "{bad}: {e}"
             );
         }
         let e = parse_text("[runway]\nmerger = \"magic\"\n").unwrap_err();

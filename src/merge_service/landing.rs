@@ -47,6 +47,9 @@ pub struct GitQueue {
     pub committer: Identity,
     /// Refuse a change whose ref has moved on from the pinned sha.
     pub stale_check: bool,
+    /// Where changes may come from: repository prefixes (`/srv/git/`, `git://git.example.com/`);
+    /// empty means anywhere a change URI can name.
+    pub change_sources: Vec<String>,
 }
 
 impl std::fmt::Debug for GitQueue {
@@ -60,6 +63,7 @@ impl std::fmt::Debug for GitQueue {
             .field("max_landing_attempts", &self.max_landing_attempts)
             .field("committer", &self.committer)
             .field("stale_check", &self.stale_check)
+            .field("change_sources", &self.change_sources)
             .finish()
     }
 }
@@ -165,6 +169,16 @@ fn plan(request: &MergeRequest, queue: &GitQueue) -> Result<Vec<Step>, Refusal> 
             let u = ChangeUri::parse(uri).map_err(|e| {
                 Refusal::step(i, &id, format!("invalid request: change URI {uri}: {e}"))
             })?;
+            if !from_allowed_source(u.repository(), &queue.change_sources) {
+                return Err(Refusal::step(
+                    i,
+                    &id,
+                    format!(
+                        "invalid request: {uri} is not from a source this queue takes changes from ({})",
+                        queue.change_sources.join(", ")
+                    ),
+                ));
+            }
             match &provider {
                 Some(p) if p != u.provider() => {
                     return Err(Refusal::step(
@@ -200,6 +214,19 @@ fn plan(request: &MergeRequest, queue: &GitQueue) -> Result<Vec<Step>, Refusal> 
         ));
     }
     Ok(steps)
+}
+
+/// Whether `repository` is one of `sources` or inside one (on a path boundary); any repository
+/// when there are none.
+fn from_allowed_source(repository: &str, sources: &[String]) -> bool {
+    sources.is_empty()
+        || sources.iter().any(|source| {
+            let source = source.trim_end_matches('/');
+            repository == source
+                || repository
+                    .strip_prefix(source)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
 }
 
 /// A landing computed on one tip: the new tip and each step's outputs.
