@@ -13,7 +13,7 @@
 //! default_strategy = "rebase"           # what DEFAULT resolves to: rebase, squash-rebase, merge, promote
 //! max_landing_attempts = 10             # 1..=1000
 //! stale_check = false                   # refuse a change whose ref moved on from the pinned sha
-//! change_sources = ["ssh://git@git.example.com/", "/srv/git/"]  # where changes may come from; default anywhere
+//! change_sources = ["git://git.example.com/", "/srv/git/"]  # where changes may come from; default anywhere
 //! ```
 
 use std::collections::HashMap;
