@@ -678,7 +678,7 @@ async fn the_reconciler_fails_a_dead_lettered_batch_and_its_members() {
     ] {
         let e = env().await;
         seed(&e.store, state).await;
-        let payload = json::to_vec(&result(MergeOutcome::Succeeded, "")).unwrap();
+        let payload = json::to_vec(&result(MergeOutcome::Failed, "merge conflict")).unwrap();
         let outcome = reconciler(&e)
             .handle(&dead_letter("merge-signal_dlq", payload))
             .await;
@@ -710,6 +710,27 @@ async fn the_reconciler_fails_a_dead_lettered_batch_and_its_members() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lettered_success_is_applied_not_failed() {
+    // The changes landed; only applying the answer failed for too long.
+    let e = env().await;
+    seed(&e.store, BatchState::Merging).await;
+    let payload = json::to_vec(&result(MergeOutcome::Succeeded, "")).unwrap();
+    let outcome = reconciler(&e)
+        .handle(&dead_letter("merge-signal_dlq", payload))
+        .await;
+    assert_eq!(outcome, Outcome::Ack);
+    assert_eq!(the_batch(&e).await.state(), BatchState::Succeeded);
+    assert_eq!(
+        e.store.revisions("payments/1").await.unwrap(),
+        ["ab".repeat(20)]
+    );
+    assert_eq!(
+        ids(&e, "conclude").await,
+        ["payments/batch/1/conclude/merged"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1124,7 +1145,7 @@ async fn reasons_the_stages_write_are_bounded() {
     seed(&e.store, BatchState::Merging).await;
     let mut letter = dead_letter(
         "merge-signal_dlq",
-        json::to_vec(&result(MergeOutcome::Succeeded, "")).unwrap(),
+        json::to_vec(&result(MergeOutcome::Failed, "merge conflict")).unwrap(),
     );
     letter
         .metadata

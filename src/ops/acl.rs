@@ -386,6 +386,8 @@ pub(crate) fn grants(role: AclRole, config: &Config) -> Result<Grants, String> {
             g.store(&layout, Record::BatchSets, W);
             g.store(&layout, Record::Request, RW);
             g.store(&layout, Record::RequestSets, W);
+            // Applying a dead-lettered success: its revisions.
+            g.store(&layout, Record::Revisions, W);
         }
         AclRole::Conclude => {
             g.consume(&layout, "conclude")?;

@@ -266,7 +266,9 @@ impl TopicHandler<rtopics::MergeSignal> for MergeSignalStage {
 }
 
 impl MergeSignalStage {
-    async fn signal(&self, result: MergeResult) -> Result<Handled, HandlerError> {
+    /// Apply `result` to its batch (the stage's handler; the reconciler applies a dead-lettered
+    /// success with it too).
+    pub(crate) async fn signal(&self, result: MergeResult) -> Result<Handled, HandlerError> {
         if result.queue_name.is_empty() {
             return Err(HandlerError::permanent("merge result has no queue_name"));
         }

@@ -32,7 +32,7 @@ use keyway_runtime::transport::{
     Delivery, Failure, Handler, MessageId, Metadata, Outcome, PublishReceipt, SubscriptionConfig,
 };
 
-use super::orchestrator::{settle_request, Outbox};
+use super::orchestrator::{settle_request, MergeSignalStage, Outbox};
 use super::store::{echo, prefixed, reason, Store};
 use crate::merge_service::Answers;
 use crate::orchestrator::topics as otopics;
@@ -241,6 +241,24 @@ impl BatchReconciler {
 
 impl Handler for BatchReconciler {
     async fn handle(&self, d: &Delivery) -> Outcome {
+        // A success that could not be applied in time still landed: apply it now rather than
+        // fail a batch whose changes are on the target. Only one that cannot be applied at all
+        // (no queue, no batch) fails the batch.
+        if d.topic.starts_with(rtopics::TopicKey::MergeSignal.as_str()) {
+            if let Ok(result) = decode::<MergeResult>(d) {
+                if result.outcome() == MergeOutcome::Succeeded {
+                    let stage = MergeSignalStage {
+                        store: self.store.clone(),
+                        outbox: self.outbox.clone(),
+                    };
+                    match stage.signal(result).await {
+                        Ok(_) => return self.parking.settle(d, Ok(())).await,
+                        Err(e) if e.is_retryable() => return self.parking.settle(d, Err(e)).await,
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
         match Self::batch_id(d) {
             Ok(id) => {
                 let result = self.fail_batch(&id, last_error(d), &d.metadata).await;
