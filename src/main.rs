@@ -335,8 +335,10 @@ fn settings(url: &str, redis: &Redis) -> Result<(Config, Option<MergerConfig>), 
     }
 }
 
-async fn connect(url: &str, redis: &Redis) -> Result<RedisBackend, String> {
-    let (config, _) = settings(url, redis)?;
+/// The backend a one-shot command (`dlq`, `submit`, `status`) works on.
+async fn connect(redis: &Redis) -> Result<RedisBackend, String> {
+    let url = redis_url(redis)?;
+    let (config, _) = settings(&url, redis)?;
     connect_with(config).await
 }
 
@@ -549,11 +551,7 @@ fn acl_command(
 }
 
 async fn dlq_list(redis: Redis) -> ExitCode {
-    let url = match redis_url(&redis) {
-        Ok(u) => u,
-        Err(e) => return fail(e),
-    };
-    let backend = match connect(&url, &redis).await {
+    let backend = match connect(&redis).await {
         Ok(b) => b,
         Err(e) => return fail(e),
     };
@@ -636,11 +634,7 @@ fn batch_file(path: &std::path::Path) -> Result<Vec<NewRequest>, String> {
 }
 
 async fn submit_command(queue: &str, requests: &[NewRequest], redis: Redis) -> ExitCode {
-    let url = match redis_url(&redis) {
-        Ok(u) => u,
-        Err(e) => return fail(e),
-    };
-    let backend = match connect(&url, &redis).await {
+    let backend = match connect(&redis).await {
         Ok(b) => b,
         Err(e) => return fail(e),
     };
@@ -655,11 +649,7 @@ async fn submit_command(queue: &str, requests: &[NewRequest], redis: Redis) -> E
 }
 
 async fn resume_command(id: &str, redis: Redis) -> ExitCode {
-    let url = match redis_url(&redis) {
-        Ok(u) => u,
-        Err(e) => return fail(e),
-    };
-    let backend = match connect(&url, &redis).await {
+    let backend = match connect(&redis).await {
         Ok(b) => b,
         Err(e) => return fail(e),
     };
@@ -678,11 +668,7 @@ async fn resume_command(id: &str, redis: Redis) -> ExitCode {
 }
 
 async fn status(id: &str, format: StatusFormat, redis: Redis) -> ExitCode {
-    let url = match redis_url(&redis) {
-        Ok(u) => u,
-        Err(e) => return fail(e),
-    };
-    let backend = match connect(&url, &redis).await {
+    let backend = match connect(&redis).await {
         Ok(b) => b,
         Err(e) => return fail(e),
     };
