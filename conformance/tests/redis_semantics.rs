@@ -1,18 +1,26 @@
 //! The backend suite (`keyway_conformance::backend_suite`) on Redis: each check on a fresh
-//! `redis-server` of its own.
+//! `redis-server` of its own, and again on a Redis Cluster of 3 masters and 3 replicas (one
+//! cluster shared by the checks, each under a key prefix of its own).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use keyway_conformance::backend_suite::{self, BackendUnderTest, ConsumerHandle};
 use keyway_runtime::redis::{
-    Config, EmbeddedOptions, EmbeddedRedis, RedisBackend, Registry, Shutdown,
+    Config, EmbeddedCluster, EmbeddedOptions, EmbeddedRedis, RedisBackend, Registry, Shutdown,
 };
 use keyway_runtime::transport::{Handler, SubscriptionConfig};
 
+/// What keeps the server of a check running.
+enum Server {
+    Standalone(EmbeddedRedis),
+    Cluster(Arc<EmbeddedCluster>),
+}
+
 struct RedisUnderTest {
     backend: RedisBackend,
-    _server: EmbeddedRedis,
+    _server: Server,
 }
 
 impl BackendUnderTest for RedisUnderTest {
@@ -43,24 +51,43 @@ impl BackendUnderTest for RedisUnderTest {
     }
 }
 
-async fn redis() -> RedisUnderTest {
-    let server = EmbeddedRedis::start(EmbeddedOptions {
-        append_only: false,
-        ..Default::default()
-    })
-    .expect("redis-server starts");
+async fn connect(server: Server) -> RedisUnderTest {
+    static CHECKS: AtomicU32 = AtomicU32::new(0);
     let mut config = Config {
         redis: Default::default(),
         registry: Registry::identity(["orders"]).unwrap(),
         subscriptions: Default::default(),
     };
-    config.redis.url = server.url();
+    match &server {
+        Server::Standalone(server) => config.redis.url = server.url(),
+        Server::Cluster(cluster) => {
+            config.redis.url = cluster.url();
+            config.redis.key_prefix = format!("check{}", CHECKS.fetch_add(1, Ordering::SeqCst));
+        }
+    }
     config.redis.shutdown_deadline = Duration::from_secs(2);
     let (backend, _) = RedisBackend::connect(config).await.expect("connects");
     RedisUnderTest {
         backend,
         _server: server,
     }
+}
+
+async fn redis() -> RedisUnderTest {
+    let server = EmbeddedRedis::start(EmbeddedOptions {
+        append_only: false,
+        ..Default::default()
+    })
+    .expect("redis-server starts");
+    connect(Server::Standalone(server)).await
+}
+
+async fn cluster() -> RedisUnderTest {
+    let cluster = tokio::task::spawn_blocking(EmbeddedCluster::shared)
+        .await
+        .unwrap()
+        .expect("a local Redis Cluster starts");
+    connect(Server::Cluster(cluster)).await
 }
 
 macro_rules! suite {
@@ -72,6 +99,16 @@ macro_rules! suite {
                 backend_suite::$check(&backend).await;
             }
         )*
+        mod on_cluster {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let backend = cluster().await;
+                    backend_suite::$check(&backend).await;
+                }
+            )*
+        }
     };
 }
 

@@ -20,6 +20,9 @@ pub struct EmbeddedOptions {
     pub append_only: bool,
     /// Extra `redis-server` arguments, such as `["--maxmemory-policy", "allkeys-lru"]`.
     pub extra_args: Vec<String>,
+    /// Start as a Redis Cluster node (`--cluster-enabled yes`), its cluster bus on a second
+    /// free port; see [`super::EmbeddedCluster`] for a whole cluster. Default off.
+    pub cluster_node: bool,
 }
 
 impl Default for EmbeddedOptions {
@@ -27,6 +30,7 @@ impl Default for EmbeddedOptions {
         EmbeddedOptions {
             append_only: true,
             extra_args: Vec::new(),
+            cluster_node: false,
         }
     }
 }
@@ -55,7 +59,7 @@ pub struct EmbeddedTls {
 
 /// The server could not be started.
 #[derive(Debug)]
-pub struct EmbeddedError(String);
+pub struct EmbeddedError(pub(super) String);
 
 impl std::fmt::Display for EmbeddedError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,6 +75,7 @@ pub struct EmbeddedRedis {
     child: Option<Child>,
     port: u16,
     tls_port: Option<u16>,
+    bus_port: Option<u16>,
     dir: PathBuf,
     binary: PathBuf,
     options: EmbeddedOptions,
@@ -78,7 +83,7 @@ pub struct EmbeddedRedis {
 }
 
 /// The `redis-server` binary: `KEYWAY_REDIS_SERVER`, or `redis-server` on `PATH`.
-fn find_binary() -> Result<PathBuf, EmbeddedError> {
+pub(super) fn find_binary() -> Result<PathBuf, EmbeddedError> {
     if let Some(path) = std::env::var_os("KEYWAY_REDIS_SERVER") {
         return Ok(PathBuf::from(path));
     }
@@ -105,7 +110,7 @@ fn free_port() -> Result<u16, EmbeddedError> {
         .map_err(|e| EmbeddedError(format!("no free loopback port: {e}")))
 }
 
-fn scratch_dir() -> Result<PathBuf, EmbeddedError> {
+pub(super) fn scratch_dir() -> Result<PathBuf, EmbeddedError> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -144,10 +149,18 @@ impl EmbeddedRedis {
             if security.tls.is_some() && tls_port.is_none() {
                 continue;
             }
+            let bus_port = match options.cluster_node {
+                true => Some(free_port()?).filter(|p| *p != port && Some(*p) != tls_port),
+                false => None,
+            };
+            if options.cluster_node && bus_port.is_none() {
+                continue;
+            }
             let mut server = EmbeddedRedis {
                 child: None,
                 port,
                 tls_port,
+                bus_port,
                 dir: dir.clone(),
                 binary: binary.clone(),
                 options: options.clone(),
@@ -192,6 +205,15 @@ impl EmbeddedRedis {
                     "--tls-auth-clients",
                     if tls.auth_clients { "yes" } else { "no" },
                 ]);
+        }
+        if let Some(bus) = self.bus_port {
+            command.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus.to_string(),
+            ]);
+            command.args(["--cluster-config-file", "nodes.conf"]);
         }
         let child = command
             .arg("--dir")
@@ -258,6 +280,16 @@ impl EmbeddedRedis {
     /// `rediss://127.0.0.1:<tls port>`, when started with TLS.
     pub fn tls_url(&self) -> Option<String> {
         self.tls_port.map(|p| format!("rediss://127.0.0.1:{p}"))
+    }
+
+    /// Its cluster bus port, when started as a cluster node.
+    pub fn bus_port(&self) -> Option<u16> {
+        self.bus_port
+    }
+
+    /// Whether the process is running (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Its data directory.

@@ -57,6 +57,7 @@
 mod backend;
 pub mod config;
 pub mod embedded;
+mod embedded_cluster;
 mod scripts;
 mod tls;
 
@@ -66,3 +67,4 @@ pub use config::{
     SubscriptionConfig,
 };
 pub use embedded::{EmbeddedOptions, EmbeddedRedis, EmbeddedSecurity, EmbeddedTls};
+pub use embedded_cluster::{ClusterNode, EmbeddedCluster};
