@@ -852,6 +852,7 @@ fn server() -> EmbeddedRedis {
         ]
         .map(String::from)
         .to_vec(),
+        ..Default::default()
     })
     .expect("redis-server starts")
 }

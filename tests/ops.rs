@@ -18,6 +18,7 @@ fn options_with_app_user() -> EmbeddedOptions {
         extra_args: ["--user", "app", "on", ">hunter2", "~*", "&*", "+@all"]
             .map(String::from)
             .to_vec(),
+        ..Default::default()
     }
 }
 

@@ -478,6 +478,7 @@ async fn preflight_warns_or_refuses_when_keys_may_be_evicted() {
     let server = EmbeddedRedis::start(EmbeddedOptions {
         append_only: false,
         extra_args: vec!["--maxmemory-policy".into(), "allkeys-lru".into()],
+        ..Default::default()
     })
     .unwrap();
     let (_, preflight) = RedisBackend::connect(config(&server)).await.unwrap();

@@ -14,7 +14,7 @@ use keyway_runtime::transport::{Handler, SubscriptionConfig};
 
 /// What keeps the server of a check running.
 enum Server {
-    Standalone(EmbeddedRedis),
+    Standalone(Box<EmbeddedRedis>),
     Cluster(Arc<EmbeddedCluster>),
 }
 
@@ -79,7 +79,7 @@ async fn redis() -> RedisUnderTest {
         ..Default::default()
     })
     .expect("redis-server starts");
-    connect(Server::Standalone(server)).await
+    connect(Server::Standalone(Box::new(server))).await
 }
 
 async fn cluster() -> RedisUnderTest {

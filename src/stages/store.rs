@@ -180,6 +180,8 @@ pub fn queue_of(id: &str) -> &str {
 #[derive(Clone)]
 pub struct Store {
     client: Client,
+    /// For `RedisBackend::wait_replicated` after each write (`redis.wait_replicas`).
+    backend: RedisBackend,
     prefix: Arc<str>,
     marker_ttl_ms: i64,
     cas: Arc<Script>,
@@ -201,6 +203,7 @@ impl Store {
         let redis = &backend.config().redis;
         Store {
             client: backend.client().clone(),
+            backend: backend.clone(),
             prefix: redis.key_prefix.as_str().into(),
             marker_ttl_ms: i64::try_from(redis.dedup_ttl.as_millis())
                 .unwrap_or(i64::MAX)
@@ -415,12 +418,19 @@ impl Store {
                 .await
                 .map_err(transport)?;
         }
-        let args = vec![self.member_key(queue, kind, state).into(), id.into()];
+        let target = self.member_key(queue, kind, state);
+        let args = vec![target.as_str().into(), id.into()];
         pipeline
             .custom::<(), Value>(command("SADD"), args)
             .await
             .map_err(transport)?;
-        pipeline.all::<Value>().await.map(drop).map_err(transport)
+        pipeline.all::<Value>().await.map_err(transport)?;
+        // Every write of the queue's records (one hash slot) went over the connection to its
+        // master, before this: one wait covers the record, its membership and its revisions.
+        self.backend
+            .wait_replicated(&target)
+            .await
+            .map_err(StoreError::Transport)
     }
 
     /// Put the batch's membership record right: in its state's set and no other.

@@ -26,9 +26,9 @@ pub enum SubmitError {
     Invalid(String),
     /// Redis failed.
     Store(StoreError),
-    /// The records are written but the hand-over to the merge stage failed: submitting the
-    /// same batch again with [`hand_over`] is safe.
-    Publish(String),
+    /// The records of this batch are written but the hand-over to the merge stage failed
+    /// (the text says why): handing the same batch over again with [`hand_over`] is safe.
+    Publish(Box<Batch>, String),
 }
 
 impl std::fmt::Display for SubmitError {
@@ -36,7 +36,7 @@ impl std::fmt::Display for SubmitError {
         match self {
             SubmitError::Invalid(why) => f.write_str(why),
             SubmitError::Store(e) => write!(f, "{e}"),
-            SubmitError::Publish(e) => f.write_str(e),
+            SubmitError::Publish(_, e) => f.write_str(e),
         }
     }
 }
@@ -157,11 +157,14 @@ pub async fn hand_over(backend: &RedisBackend, batch: &Batch) -> Result<(), Subm
         .publish(&r, id, &batch.queue, Metadata::new())
         .await
         .map_err(|e| {
-            SubmitError::Publish(format!(
-                "{} is recorded but was not handed to the merge stage ({e}): \
-                 `keyway submit --resume {}` hands it over",
-                batch.id, batch.id
-            ))
+            SubmitError::Publish(
+                Box::new(batch.clone()),
+                format!(
+                    "{} is recorded but was not handed to the merge stage ({e}): \
+                     `keyway submit --resume {}` hands it over",
+                    batch.id, batch.id
+                ),
+            )
         })?;
     Ok(())
 }

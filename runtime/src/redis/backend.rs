@@ -524,6 +524,56 @@ impl RedisBackend {
             .map_err(transport_error)
     }
 
+    /// When `redis.wait_replicas` asks for it, wait until that many replicas have every write
+    /// this backend's connection to `key`'s master has made (`WAIT`, sent on that same
+    /// connection, so it follows the write it is meant for). Fewer replicas within
+    /// `redis.wait_timeout` is a retryable error: the write stays on the master but may not
+    /// survive its failover. Stages call this after their own store writes.
+    pub async fn wait_replicated(&self, key: &str) -> Result<(), TransportError> {
+        let redis = &self.inner.config.redis;
+        if redis.wait_replicas == 0 {
+            return Ok(());
+        }
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        let reply = self
+            .inner
+            .client
+            .custom::<Value, Value>(
+                CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false),
+                vec![
+                    i64::from(redis.wait_replicas).into(),
+                    millis(redis.wait_timeout).into(),
+                ],
+            )
+            .await
+            .map_err(transport_error)?;
+        let acked = as_number(&reply).ok_or_else(|| protocol_error("WAIT"))?;
+        self.inner.metrics.count(
+            "keyway_replication_waits_total",
+            &[(
+                "result",
+                if acked >= i64::from(redis.wait_replicas) {
+                    "ok"
+                } else {
+                    "short"
+                },
+            )],
+            1,
+        );
+        if acked < i64::from(redis.wait_replicas) {
+            return Err(TransportError::new(
+                TransportErrorKind::Timeout,
+                format!(
+                    "a write to {key} reached {acked} of {} replicas within {} (redis.wait_replicas, \
+                     redis.wait_timeout); it may not survive a failover",
+                    redis.wait_replicas,
+                    super::config::format_duration(redis.wait_timeout)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     async fn config_get(&self, name: &str) -> Option<String> {
         let reply = self
             .command("CONFIG", vec!["GET".into(), name.into()])
@@ -1064,8 +1114,9 @@ impl Publisher for RedisBackend {
         async move {
             let stream = backend.stream_of(&topic)?;
             let prefix = &backend.inner.config.redis.key_prefix;
+            let stream_key = stream_key(prefix, &stream);
             let keys = vec![
-                stream_key(prefix, &stream),
+                stream_key.clone(),
                 dedup_key(prefix, &stream, &message.partition_key, message.id.as_str()),
             ];
             let mut args: Vec<Value> = vec![
@@ -1090,6 +1141,9 @@ impl Publisher for RedisBackend {
                 Value::String(_) | Value::Bytes(_) => PublishReceipt::Published,
                 _ => return Err(protocol_error("the publish script")),
             };
+            // A duplicate too: the first write may be this publisher's own, whose reply was
+            // lost before it was replicated.
+            backend.wait_replicated(&stream_key).await?;
             let result = match receipt {
                 PublishReceipt::Published => "published",
                 PublishReceipt::Duplicate => "duplicate",

@@ -13,6 +13,8 @@
 //! dedup_ttl = "24h"                     # how long publish remembers (topic, partition key, id)
 //! eviction_policy = "warn"              # or "refuse" to start unless maxmemory-policy is noeviction
 //! consumer_idle_removal = "1h"          # remove consumers idle this long with nothing pending
+//! wait_replicas = 1                     # a publish or store write waits for this many replicas
+//! wait_timeout = "1s"                   # ... this long at most; fewer is a retryable error
 //!
 //! [topics]                        # topic key = stream name
 //! runway-merge = "runway-merge"
@@ -168,6 +170,14 @@ pub struct RedisConfig {
     /// (a process that stopped or crashed leaves its consumer behind; its pending entries are
     /// first reclaimed by others after the visibility timeout). Default 1 h.
     pub consumer_idle_removal: Duration,
+    /// How many replicas must have a publish (and a stage's store write) before it counts as
+    /// done: `WAIT <n>` on the master that took it, so an acknowledged message survives the
+    /// failover of that master to one of those replicas. Default 0 (do not wait; replication
+    /// is asynchronous and a failover may lose the newest writes).
+    pub wait_replicas: u32,
+    /// How long a write waits for `wait_replicas`; fewer replicas by then is a retryable error
+    /// (the write itself stays, and a retried publish is deduplicated). Default 1 s.
+    pub wait_timeout: Duration,
 }
 
 impl Default for RedisConfig {
@@ -187,6 +197,8 @@ impl Default for RedisConfig {
             shutdown_deadline: Duration::from_secs(30),
             trim_interval: Duration::from_secs(10),
             consumer_idle_removal: Duration::from_secs(3600),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -208,6 +220,8 @@ impl fmt::Debug for RedisConfig {
             .field("shutdown_deadline", &self.shutdown_deadline)
             .field("trim_interval", &self.trim_interval)
             .field("consumer_idle_removal", &self.consumer_idle_removal)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
             .finish()
     }
 }
@@ -536,6 +550,10 @@ pub const SHUTDOWN_DEADLINE: Bounds = Bounds::new(Duration::ZERO, Duration::from
 pub const TRIM_INTERVAL: Bounds = Bounds::new(Duration::from_millis(10), days(1));
 /// `redis.consumer_idle_removal`.
 pub const CONSUMER_IDLE_REMOVAL: Bounds = Bounds::new(Duration::from_secs(1), days(365));
+/// `redis.wait_timeout`.
+pub const WAIT_TIMEOUT: Bounds = Bounds::new(Duration::from_millis(1), Duration::from_secs(60));
+/// `redis.wait_replicas`: 0 to this.
+pub const WAIT_REPLICAS_MAX: u32 = 16;
 /// `subscriptions.<name>.visibility_timeout`.
 pub const VISIBILITY_TIMEOUT: Bounds = Bounds::new(Duration::from_millis(10), days(7));
 /// `subscriptions.<name>.backoff.initial` and `.max`.
@@ -546,8 +564,9 @@ pub const COUNT_MAX: u64 = 1_000_000;
 pub const MULTIPLIER: std::ops::RangeInclusive<f64> = 1.0..=100.0;
 
 /// Every duration key and its bounds (`<name>` is a subscription's name).
-pub const RANGES: [(&str, Bounds); 7] = [
+pub const RANGES: [(&str, Bounds); 8] = [
     ("redis.dedup_ttl", DEDUP_TTL),
+    ("redis.wait_timeout", WAIT_TIMEOUT),
     ("redis.shutdown_deadline", SHUTDOWN_DEADLINE),
     ("redis.trim_interval", TRIM_INTERVAL),
     ("redis.consumer_idle_removal", CONSUMER_IDLE_REMOVAL),
@@ -593,8 +612,18 @@ impl RedisConfig {
                 self.consumer_idle_removal,
                 CONSUMER_IDLE_REMOVAL,
             ),
+            ("redis.wait_timeout", self.wait_timeout, WAIT_TIMEOUT),
         ] {
             in_bounds(key, value, format_duration(value), bounds)?;
+        }
+        if self.wait_replicas > WAIT_REPLICAS_MAX {
+            return Err(ConfigError::new(
+                "redis.wait_replicas",
+                format!(
+                    "expected an integer from 0 to {WAIT_REPLICAS_MAX}, found {}",
+                    self.wait_replicas
+                ),
+            ));
         }
         check_url_scheme(&self.url)?;
         match (&self.tls_cert_file, &self.tls_key_file) {
@@ -860,6 +889,25 @@ impl Config {
                             "consumer_idle_removal" => {
                                 redis.consumer_idle_removal =
                                     as_duration(&at, value, CONSUMER_IDLE_REMOVAL)?
+                            }
+                            "wait_replicas" => {
+                                redis.wait_replicas = match value.as_integer() {
+                                    Some(n) if (0..=i64::from(WAIT_REPLICAS_MAX)).contains(&n) => {
+                                        n as u32
+                                    }
+                                    Some(n) => {
+                                        return Err(ConfigError::new(
+                                            &at,
+                                            format!(
+                                                "expected an integer from 0 to {WAIT_REPLICAS_MAX}, found {n}"
+                                            ),
+                                        ))
+                                    }
+                                    None => return Err(wrong(&at, "an integer", value)),
+                                }
+                            }
+                            "wait_timeout" => {
+                                redis.wait_timeout = as_duration(&at, value, WAIT_TIMEOUT)?
                             }
                             "eviction_policy" => {
                                 redis.eviction_policy = match as_str(&at, value)? {
@@ -1333,6 +1381,14 @@ mod tests {
             (
                 format!("{SUB}max_attempts = -1"),
                 "config key `subscriptions.x.max_attempts`: expected an integer from 1 to 1000000, found -1",
+            ),
+            (
+                "[redis]\nwait_replicas = 17".to_owned(),
+                "config key `redis.wait_replicas`: expected an integer from 0 to 16, found 17",
+            ),
+            (
+                "[redis]\nwait_timeout = \"61s\"".to_owned(),
+                "config key `redis.wait_timeout`: 61s is out of range (1ms..=1m)",
             ),
         ] {
             assert_eq!(error(&text), message, "{text}");

@@ -105,6 +105,23 @@ impl EmbeddedCluster {
                 "a cluster needs at least 3 masters, not {masters}"
             )));
         }
+        // A port found free can be taken by another process before the node binds it, or
+        // between the node's start and the cluster's creation: start afresh a few times.
+        let mut last = None;
+        for _ in 0..3 {
+            match EmbeddedCluster::start_once(masters, replicas, options.clone()) {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| EmbeddedError("the cluster did not start".into())))
+    }
+
+    fn start_once(
+        masters: usize,
+        replicas: usize,
+        options: EmbeddedOptions,
+    ) -> Result<Self, EmbeddedError> {
         let cli = find_cli()?;
         let mut node_options = options;
         node_options.cluster_node = true;
@@ -284,7 +301,8 @@ impl EmbeddedCluster {
     }
 
     /// Kill the master on `port` and wait until one of its replicas has been elected and the
-    /// cluster is healthy again. Returns the new master's port.
+    /// cluster is healthy again. Returns the new master's port. The new master has no replica
+    /// of its own until the old one is restarted (it rejoins as the new master's replica).
     pub fn kill_master(&mut self, port: u16, timeout: Duration) -> Result<u16, EmbeddedError> {
         let topology = self.topology()?;
         let id = topology
@@ -320,9 +338,34 @@ impl EmbeddedCluster {
         }
     }
 
+    /// Wait until `redis-cli --cluster check` passes: every node agrees on the slot map and no
+    /// slot is open (migrating or importing). A reshard refuses to start before.
+    pub fn wait_agreed(&self, timeout: Duration) -> Result<(), EmbeddedError> {
+        let deadline = Instant::now() + timeout;
+        let any = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .map(EmbeddedRedis::port)
+            .ok_or_else(|| EmbeddedError("no node of the cluster is running".into()))?;
+        let check = [
+            "--cluster".to_owned(),
+            "check".to_owned(),
+            format!("127.0.0.1:{any}"),
+        ];
+        loop {
+            match self.cli_args(&check) {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
     /// Move `slots` slots from the master on `from` to the master on `to` with
     /// `redis-cli --cluster reshard`, entry by entry (`MIGRATE`), while clients keep working.
     pub fn reshard(&self, from: u16, to: u16, slots: usize) -> Result<(), EmbeddedError> {
+        self.wait_agreed(Duration::from_secs(20))?;
         let topology = self.topology()?;
         let id = |port: u16| {
             topology
@@ -346,7 +389,7 @@ impl EmbeddedCluster {
             "10".to_owned(),
         ];
         self.cli_args(&args)?;
-        Ok(())
+        self.wait_agreed(Duration::from_secs(20))
     }
 }
 
