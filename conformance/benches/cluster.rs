@@ -200,7 +200,7 @@ async fn measure(mode: &Mode, topics: &[String], round: usize, n: usize) -> Figu
     let started = Instant::now();
     let mut consumers = Vec::new();
     for topic in topics {
-        let mut sub = SubscriptionConfig::new(topic, &format!("g-{round}"));
+        let mut sub = SubscriptionConfig::new(topic, format!("g-{round}"));
         sub.batch_size = 64;
         let (b, a, s) = (mode.backend.clone(), acker.clone(), shutdown.clone());
         consumers.push(tokio::spawn(async move { b.run(sub, a, s).await }));

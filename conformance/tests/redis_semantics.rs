@@ -1,6 +1,7 @@
 //! The backend suite (`keyway_conformance::backend_suite`) on Redis: each check on a fresh
 //! `redis-server` of its own, and again on a Redis Cluster of 3 masters and 3 replicas (one
-//! cluster shared by the checks, each under a key prefix of its own).
+//! cluster shared by the checks, each under a key prefix of its own), with the topic in one
+//! stream and spread over four buckets.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -52,12 +53,18 @@ impl BackendUnderTest for RedisUnderTest {
 }
 
 async fn connect(server: Server) -> RedisUnderTest {
+    connect_in_buckets(server, 1).await
+}
+
+/// As `connect`, with the suite's topic spread over `buckets` streams.
+async fn connect_in_buckets(server: Server, buckets: u16) -> RedisUnderTest {
     static CHECKS: AtomicU32 = AtomicU32::new(0);
     let mut config = Config {
         redis: Default::default(),
         registry: Registry::identity(["orders"]).unwrap(),
         subscriptions: Default::default(),
     };
+    config.registry.set_buckets("orders", buckets).unwrap();
     match &server {
         Server::Standalone(server) => config.redis.url = server.url(),
         Server::Cluster(cluster) => {
@@ -90,6 +97,15 @@ async fn cluster() -> RedisUnderTest {
     connect(Server::Cluster(cluster)).await
 }
 
+/// The cluster, with the topic in 4 buckets (streams `orders#0` … `orders#3`, four slots).
+async fn cluster_in_buckets() -> RedisUnderTest {
+    let cluster = tokio::task::spawn_blocking(EmbeddedCluster::shared)
+        .await
+        .unwrap()
+        .expect("a local Redis Cluster starts");
+    connect_in_buckets(Server::Cluster(cluster), 4).await
+}
+
 macro_rules! suite {
     ($($check:ident),* $(,)?) => {
         $(
@@ -105,6 +121,16 @@ macro_rules! suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
                     let backend = cluster().await;
+                    backend_suite::$check(&backend).await;
+                }
+            )*
+        }
+        mod on_cluster_in_buckets {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let backend = cluster_in_buckets().await;
                     backend_suite::$check(&backend).await;
                 }
             )*

@@ -242,8 +242,9 @@ struct Layout<'a> {
 }
 
 impl Layout<'_> {
-    fn stream(&self, topic: &str) -> Result<String, String> {
-        self.config.registry.stream(topic).ok_or_else(|| {
+    /// The topic's streams, one per bucket.
+    fn streams(&self, topic: &str) -> Result<Vec<String>, String> {
+        self.config.registry.streams(topic).ok_or_else(|| {
             format!("topic key {topic:?} has no stream in the configuration ([topics])")
         })
     }
@@ -263,31 +264,34 @@ impl Grants {
     }
 
     fn publish(&mut self, layout: &Layout<'_>, topic: &str) -> Result<(), String> {
-        let stream = layout.stream(topic)?;
         self.allow(PUBLISH);
-        self.key(layout.stream_key(&stream), RW);
-        let tag = hash_tag(&stream);
-        self.key(format!("{}:{{{tag}}}:d:{stream}:*", layout.prefix), RW);
+        for stream in layout.streams(topic)? {
+            self.key(layout.stream_key(&stream), RW);
+            let tag = hash_tag(&stream);
+            self.key(format!("{}:{{{tag}}}:d:{stream}:*", layout.prefix), RW);
+        }
         Ok(())
     }
 
     fn consume(&mut self, layout: &Layout<'_>, topic: &str) -> Result<(), String> {
-        let stream = layout.stream(topic)?;
         self.allow(CONSUME);
-        self.key(layout.stream_key(&stream), RW);
-        let tag = hash_tag(&stream);
-        self.key(format!("{}:{{{tag}}}:g:{stream}:*", layout.prefix), RW);
-        self.key(
-            layout.stream_key(&format!("{stream}{DEAD_LETTER_SUFFIX}")),
-            RW,
-        );
+        for stream in layout.streams(topic)? {
+            self.key(layout.stream_key(&stream), RW);
+            let tag = hash_tag(&stream);
+            self.key(format!("{}:{{{tag}}}:g:{stream}:*", layout.prefix), RW);
+            self.key(
+                layout.stream_key(&format!("{stream}{DEAD_LETTER_SUFFIX}")),
+                RW,
+            );
+        }
         Ok(())
     }
 
     fn peek(&mut self, layout: &Layout<'_>, topic: &str) -> Result<(), String> {
-        let stream = layout.stream(topic)?;
         self.allow(PEEK);
-        self.key(layout.stream_key(&stream), R);
+        for stream in layout.streams(topic)? {
+            self.key(layout.stream_key(&stream), R);
+        }
         Ok(())
     }
 
@@ -491,6 +495,21 @@ mod tests {
         ] {
             assert!(rules.iter().any(|r| r == key), "{key}: {rules:?}");
         }
+    }
+
+    #[test]
+    fn a_topic_in_buckets_is_granted_every_bucket() {
+        let mut config = config("kw");
+        config.registry.set_buckets("merge-signal", 2).unwrap();
+        let runway = grants(AclRole::Runway, &config).unwrap().rules();
+        let reconcile = grants(AclRole::Reconcile, &config).unwrap().rules();
+        for b in ["0", "1"] {
+            let stream = format!("~kw:{{merge-signal#{b}}}:s:merge-signal#{b}");
+            assert!(runway.contains(&stream), "{stream}: {runway:?}");
+            let dlq = format!("~kw:{{merge-signal#{b}}}:g:merge-signal#{b}_dlq:*");
+            assert!(reconcile.contains(&dlq), "{dlq}: {reconcile:?}");
+        }
+        assert!(!runway.iter().any(|r| r.ends_with("}:s:merge-signal")));
     }
 
     #[test]

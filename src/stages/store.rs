@@ -104,27 +104,12 @@ pub fn bounded(e: HandlerError) -> HandlerError {
 /// new record, `"?"` for one written without its state (before `s` was kept) and for this very
 /// write found applied already (the client re-sends a command whose reply a reconnect lost: the
 /// write is then a success, and the membership is repaired from every state).
-const CAS: &str = r#"
-local current = redis.call('HGET', KEYS[1], 'v') or '0'
-if current ~= ARGV[1] then
-  -- This very write, applied already: the client re-sent it after a lost reply.
-  if current == ARGV[2] and redis.call('HGET', KEYS[1], 'd') == ARGV[3] then return '?' end
-  return 0
-end
-local before = ''
-if current ~= '0' then before = redis.call('HGET', KEYS[1], 's') or '?' end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3], 's', ARGV[4])
-return before
-"#;
+const CAS: &str = include_str!("lua/store_cas.lua");
 
 /// Count a wake-up once per message. KEYS: 1 the queue's `speculations` list, 2 the message's
 /// `speculated` marker. ARGV: 1 the marker's TTL (ms), 2 the batch. Returns 1 when counted, 0
 /// when the message was counted before (a redelivery).
-const NOTE_SPECULATION: &str = r#"
-if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 0 end
-redis.call('RPUSH', KEYS[1], ARGV[2])
-return 1
-"#;
+const NOTE_SPECULATION: &str = include_str!("lua/note_speculation.lua");
 
 /// A store failure.
 #[derive(Debug)]

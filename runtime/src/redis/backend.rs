@@ -67,11 +67,14 @@ struct GroupKeys {
     /// which may be sleeping until their own next due time, claim at once. Only the wake-up
     /// reads look at it; it is never trimmed below its one entry nor consumed.
     wake: String,
+    /// The bucket, for a stream of a topic in buckets (`<stream>#<bucket>`).
+    bucket: Option<String>,
 }
 
 impl GroupKeys {
     fn new(prefix: &str, stream: &str, group: &str) -> Self {
         let tag = hash_tag(stream);
+        let bucket = tag.rsplit_once('#').map(|(_, b)| b.to_owned());
         let g = |part: &str| format!("{prefix}:{{{tag}}}:g:{stream}:{group}:{part}");
         GroupKeys {
             keys: vec![
@@ -86,6 +89,7 @@ impl GroupKeys {
                 stream_key(prefix, &format!("{stream}{DEAD_LETTER_SUFFIX}")),
             ],
             wake: g("wake"),
+            bucket,
         }
     }
 
@@ -248,31 +252,7 @@ impl ShutdownTrigger {
 ///   harmless: Redis adds it again when it is next handed an entry.
 /// - Reports the group's health: `{removed names, consumers left, pending, lag, held}`; lag is
 ///   `-1` when Redis cannot tell (after deletions, or before 7.0).
-const TEND: &str = r#"
-local removed = {}
-local left = 0
-local threshold = tonumber(ARGV[3])
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local info = {}
-  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
-  if info['name'] ~= ARGV[2] and info['pending'] == 0 and info['idle'] >= threshold then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
-    table.insert(removed, info['name'])
-  else
-    left = left + 1
-  end
-end
-local pending, lag = 0, -1
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local info = {}
-  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
-  if info['name'] == ARGV[1] then
-    pending = info['pending']
-    if type(info['lag']) == 'number' then lag = info['lag'] end
-  end
-end
-return {removed, left, pending, lag, redis.call('ZCARD', KEYS[2])}
-"#;
+const TEND: &str = include_str!("../../lua/tend.lua");
 
 struct Scripts {
     publish: Script,
@@ -616,13 +596,29 @@ impl RedisBackend {
         p
     }
 
-    fn stream_of(&self, topic: &str) -> Result<String, TransportError> {
-        self.inner.config.registry.stream(topic).ok_or_else(|| {
-            TransportError::new(
-                TransportErrorKind::Invalid,
-                format!("topic key {topic:?} is not in the registry"),
-            )
-        })
+    fn not_registered(topic: &str) -> TransportError {
+        TransportError::new(
+            TransportErrorKind::Invalid,
+            format!("topic key {topic:?} is not in the registry"),
+        )
+    }
+
+    /// Every stream of `topic`, one per bucket.
+    fn streams_of(&self, topic: &str) -> Result<Vec<String>, TransportError> {
+        self.inner
+            .config
+            .registry
+            .streams(topic)
+            .ok_or_else(|| Self::not_registered(topic))
+    }
+
+    /// The stream a message of `topic` with `partition_key` goes to.
+    fn stream_for(&self, topic: &str, partition_key: &str) -> Result<String, TransportError> {
+        self.inner
+            .config
+            .registry
+            .stream_for(topic, partition_key)
+            .ok_or_else(|| Self::not_registered(topic))
     }
 
     /// Run `handler` on the deliveries of subscription `sub` until `shutdown`; then finish or
@@ -631,7 +627,7 @@ impl RedisBackend {
         &self,
         sub: SubscriptionConfig,
         handler: Arc<H>,
-        mut shutdown: Shutdown,
+        shutdown: Shutdown,
     ) -> Result<(), TransportError> {
         if !is_valid_topic_name(&sub.group) {
             return Err(TransportError::new(
@@ -654,7 +650,44 @@ impl RedisBackend {
                 ),
             )
         })?;
-        let stream = self.stream_of(&sub.topic)?;
+        let streams = self.streams_of(&sub.topic)?;
+        if let [stream] = &streams[..] {
+            return self
+                .run_stream(sub, handler, shutdown, stream.clone())
+                .await;
+        }
+        // A topic in buckets: one loop per bucket's stream, sharing the deliveries in flight.
+        let mut sub = sub;
+        sub.batch_size = sub.batch_size.div_ceil(streams.len()).max(1);
+        let mut loops = JoinSet::new();
+        for stream in streams {
+            let (backend, sub, handler) = (self.clone(), sub.clone(), handler.clone());
+            let shutdown = shutdown.clone();
+            loops.spawn(async move { backend.run_stream(sub, handler, shutdown, stream).await });
+        }
+        let mut result = Ok(());
+        while let Some(done) = loops.join_next().await {
+            let ended = done.unwrap_or_else(|e| {
+                Err(TransportError::new(
+                    TransportErrorKind::Other,
+                    format!("a bucket's consume loop ended: {e}"),
+                ))
+            });
+            if let (Ok(()), Err(e)) = (&result, ended) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    /// The consume loop of one stream of `sub`'s topic.
+    async fn run_stream<H: Handler + 'static>(
+        &self,
+        sub: SubscriptionConfig,
+        handler: Arc<H>,
+        mut shutdown: Shutdown,
+        stream: String,
+    ) -> Result<(), TransportError> {
         let keys = Arc::new(GroupKeys::new(
             &self.inner.config.redis.key_prefix,
             &stream,
@@ -841,8 +874,25 @@ impl RedisBackend {
     /// Up to `count` messages of `topic`, oldest first, without consuming them (for operators'
     /// tools such as listing parked messages).
     pub async fn peek(&self, topic: &str, count: usize) -> Result<Vec<Stored>, TransportError> {
-        let stream = self.stream_of(topic)?;
-        let key = stream_key(&self.inner.config.redis.key_prefix, &stream);
+        let mut out = Vec::new();
+        for stream in self.streams_of(topic)? {
+            out.extend(self.peek_stream(&stream, count).await?);
+        }
+        // Buckets: oldest first across them, by entry id (milliseconds, then sequence).
+        let order = |s: &Stored| {
+            let (ms, seq) = s.entry.split_once('-').unwrap_or((&s.entry, "0"));
+            (
+                ms.parse::<u64>().unwrap_or(0),
+                seq.parse::<u64>().unwrap_or(0),
+            )
+        };
+        out.sort_by_key(order);
+        out.truncate(count);
+        Ok(out)
+    }
+
+    async fn peek_stream(&self, stream: &str, count: usize) -> Result<Vec<Stored>, TransportError> {
+        let key = stream_key(&self.inner.config.redis.key_prefix, stream);
         let reply = self
             .command(
                 "XRANGE",
@@ -1112,7 +1162,7 @@ impl Publisher for RedisBackend {
         let backend = self.clone();
         let topic = topic.to_owned();
         async move {
-            let stream = backend.stream_of(&topic)?;
+            let stream = backend.stream_for(&topic, &message.partition_key)?;
             let prefix = &backend.inner.config.redis.key_prefix;
             let stream_key = stream_key(prefix, &stream);
             let keys = vec![
@@ -1467,10 +1517,13 @@ impl LoopContext {
         let [Some(consumers), Some(pending), Some(lag), Some(held)] = numbers[..] else {
             return Err(protocol_error("the group script"));
         };
-        let labels = [
+        let mut labels = vec![
             ("topic", self.sub.topic.as_str()),
             ("group", self.sub.group.as_str()),
         ];
+        if let Some(bucket) = &self.keys.bucket {
+            labels.push(("bucket", bucket));
+        }
         let metrics = &inner.metrics;
         metrics.set_gauge("keyway_group_consumers", &labels, consumers);
         metrics.set_gauge("keyway_group_pending", &labels, pending);

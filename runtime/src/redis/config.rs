@@ -340,6 +340,34 @@ pub fn check_url_scheme(url: &str) -> Result<(), ConfigError> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Registry {
     streams: BTreeMap<String, String>,
+    /// Topic keys spread over more than one stream (see [`Registry::set_buckets`]).
+    buckets: BTreeMap<String, u16>,
+}
+
+/// `topics.<key>.buckets`: 1 to this.
+pub const BUCKETS_MAX: u16 = 1024;
+
+/// The bucket of `partition_key` in a topic of `buckets` streams: FNV-1a (64-bit) of its
+/// UTF-8 bytes, modulo the bucket count. Every client computes it the same way, so a key's
+/// messages all go to one stream, whoever publishes them.
+pub fn bucket_of(partition_key: &str, buckets: u16) -> u16 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in partition_key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(buckets.max(1))) as u16
+}
+
+/// The stream of bucket `bucket` of a topic whose stream is `stream` and which has `buckets`
+/// buckets: `stream` itself for one bucket, else `<stream>#<bucket>` (`#` is not allowed in
+/// a stream name, so no configured stream can be one of these).
+pub fn bucket_stream(stream: &str, buckets: u16, bucket: u16) -> String {
+    if buckets <= 1 {
+        stream.to_owned()
+    } else {
+        format!("{stream}#{bucket}")
+    }
 }
 
 impl Registry {
@@ -397,6 +425,64 @@ impl Registry {
         }
         let base = key.strip_suffix(DEAD_LETTER_SUFFIX)?;
         self.stream(base).map(|s| s + DEAD_LETTER_SUFFIX)
+    }
+
+    /// Spread topic `key` over `buckets` streams (`<stream>#0` … `<stream>#<n-1>`, each its
+    /// own hash slot), so one busy topic can use several masters of a Redis Cluster. A
+    /// message goes to the bucket of its partition key ([`bucket_of`]): per-key order and
+    /// publish dedup hold as with one stream; order across keys of different buckets is not
+    /// kept (it never was across keys). Consumers read every bucket. Change the count only on
+    /// a drained topic: a key's bucket moves with it. The default, 1, is the stream alone.
+    pub fn set_buckets(&mut self, key: &str, buckets: u16) -> Result<(), ConfigError> {
+        let at = format!("topics.{key}.buckets");
+        if !self.streams.contains_key(key) {
+            return Err(ConfigError::new(&at, "the topic key is not registered"));
+        }
+        if !(1..=BUCKETS_MAX).contains(&buckets) {
+            return Err(ConfigError::new(
+                &at,
+                format!("expected an integer from 1 to {BUCKETS_MAX}, found {buckets}"),
+            ));
+        }
+        if buckets == 1 {
+            self.buckets.remove(key);
+        } else {
+            self.buckets.insert(key.to_owned(), buckets);
+        }
+        Ok(())
+    }
+
+    /// How many streams topic `key` is spread over (a dead-letter key: as many as its topic).
+    pub fn buckets(&self, key: &str) -> u16 {
+        let base = match self.streams.contains_key(key) {
+            true => key,
+            false => key.strip_suffix(DEAD_LETTER_SUFFIX).unwrap_or(key),
+        };
+        self.buckets.get(base).copied().unwrap_or(1)
+    }
+
+    /// Every stream of `key`, one per bucket, if registered.
+    pub fn streams(&self, key: &str) -> Option<Vec<String>> {
+        let (base, suffix) = match self.streams.contains_key(key) {
+            true => (key, ""),
+            false => (key.strip_suffix(DEAD_LETTER_SUFFIX)?, DEAD_LETTER_SUFFIX),
+        };
+        let stream = self.streams.get(base)?;
+        let n = self.buckets(base);
+        Some(
+            (0..n)
+                .map(|b| bucket_stream(stream, n, b) + suffix)
+                .collect(),
+        )
+    }
+
+    /// The stream a message of `key` with `partition_key` goes to, if registered.
+    pub fn stream_for(&self, key: &str, partition_key: &str) -> Option<String> {
+        let streams = self.streams(key)?;
+        let n = streams.len() as u16;
+        streams
+            .into_iter()
+            .nth(usize::from(bucket_of(partition_key, n)))
     }
 
     /// Every registered (key, stream).
@@ -929,8 +1015,41 @@ impl Config {
                 }
                 "topics" => {
                     for (key, value) in as_table(section, value)? {
-                        let stream = as_str(&format!("topics.{key}"), value)?;
-                        registry.insert(key.clone(), stream.to_owned())?;
+                        let at = format!("topics.{key}");
+                        let Some(table) = value.as_table() else {
+                            let stream = as_str(&at, value)?;
+                            registry.insert(key.clone(), stream.to_owned())?;
+                            continue;
+                        };
+                        let mut stream = key.clone();
+                        let mut buckets = 1;
+                        for (name, v) in table {
+                            let key_at = format!("{at}.{name}");
+                            match name.as_str() {
+                                "stream" => stream = as_str(&key_at, v)?.to_owned(),
+                                "buckets" => {
+                                    buckets = match v.as_integer() {
+                                        Some(n) if (1..=i64::from(BUCKETS_MAX)).contains(&n) => {
+                                            n as u16
+                                        }
+                                        Some(n) => {
+                                            return Err(ConfigError::new(
+                                                &key_at,
+                                                format!(
+                                                    "expected an integer from 1 to {BUCKETS_MAX}, found {n}"
+                                                ),
+                                            ))
+                                        }
+                                        None => {
+                                            return Err(wrong(&key_at, "a positive integer", v))
+                                        }
+                                    }
+                                }
+                                _ => return Err(unknown(&key_at)),
+                            }
+                        }
+                        registry.insert(key.clone(), stream)?;
+                        registry.set_buckets(key, buckets)?;
                     }
                 }
                 "subscriptions" => {
@@ -1586,5 +1705,52 @@ mod tests {
         c.redis.password = Some(Password::new("code-secret"));
         assert!(!format!("{:?}", c.redis).contains("code-secret"));
         assert_eq!(Password::new("x").to_string(), "***");
+    }
+
+    #[test]
+    fn a_topic_in_buckets_names_a_stream_per_bucket() {
+        let text = "[topics]\norders = { stream = \"ord\", buckets = 4 }\nplain = \"plain\"\n";
+        let c = Config::from_toml(text, env(&[])).unwrap();
+        let r = &c.registry;
+        assert_eq!(r.buckets("orders"), 4);
+        assert_eq!(r.buckets("orders_dlq"), 4);
+        assert_eq!(
+            r.streams("orders").unwrap(),
+            ["ord#0", "ord#1", "ord#2", "ord#3"]
+        );
+        assert_eq!(r.streams("orders_dlq").unwrap()[2], "ord#2_dlq");
+        assert_eq!(r.streams("plain").unwrap(), ["plain"]);
+        assert_eq!(r.stream_for("plain", "anything").unwrap(), "plain");
+        // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c: bucket 0 of 4, 8 of 13.
+        assert_eq!(bucket_of("a", 4), (0xaf63_dc4c_8601_ec8c_u64 % 4) as u16);
+        assert_eq!(bucket_of("a", 13), (0xaf63_dc4c_8601_ec8c_u64 % 13) as u16);
+        // The empty key hashes to the offset basis.
+        assert_eq!(bucket_of("", 7), (0xcbf2_9ce4_8422_2325_u64 % 7) as u16);
+        let key = "payments";
+        assert_eq!(
+            r.stream_for("orders", key).unwrap(),
+            format!("ord#{}", bucket_of(key, 4))
+        );
+        // Keys spread: 64 keys reach every bucket.
+        let used: std::collections::BTreeSet<u16> =
+            (0..64).map(|i| bucket_of(&format!("k{i}"), 4)).collect();
+        assert_eq!(used.len(), 4);
+        for (text, message) in [
+            (
+                "[topics]\norders = { buckets = 0 }",
+                "config key `topics.orders.buckets`: expected an integer from 1 to 1024, found 0",
+            ),
+            (
+                "[topics]\norders = { buckets = \"4\" }",
+                "config key `topics.orders.buckets`: expected a positive integer, found a string",
+            ),
+            (
+                "[topics]\norders = { shards = 4 }",
+                "config key `topics.orders.shards`: unknown key",
+            ),
+        ] {
+            let e = Config::from_toml(text, env(&[])).unwrap_err();
+            assert_eq!(e.to_string(), message, "{text}");
+        }
     }
 }

@@ -22,7 +22,12 @@
 //! | `kw:{s}:g:<stream>:<group>:wake` | stream (at most 1 entry) | wakes the group's other consume loops when one stops |
 //! | `kw:{s}:s:<stream>_dlq` | stream | dead letters: the original fields plus `m:dlq.original_topic`, `m:dlq.failure_count`, `m:dlq.last_error`, `m:dlq.failed_at`, `m:dlq.stream_entry`, `m:dlq.detail.*`; an entry that could not be read at all is dead-lettered as `id=malformed:<entry>`, `m:dlq.malformed=1` with its fields under `raw:` |
 //!
-//! The scripts and the invariants they keep are in `scripts.rs`, next to the Lua.
+//! A topic in buckets (`Registry::set_buckets`) has one stream per bucket, `<stream>#<b>`,
+//! each with all of the keys above under its own tag `{<stream>#<b>}`; a message goes to the
+//! bucket that [`config::bucket_of`] gives its partition key.
+//!
+//! The scripts are the files in `runtime/lua/` (embedded here, and loaded from the same files
+//! by clients in other languages); their keys, arguments and invariants are in `scripts.rs`.
 //!
 //! # Facts of Redis that shape this
 //!
