@@ -6,6 +6,8 @@
 //!   a name the certificate does not carry, an expired certificate, TLS to a plaintext port,
 //!   no client certificate where one is required) fails the connect with one line that says
 //!   what to check.
+//! - A Redis Cluster whose nodes talk TLS to clients and to each other, with a password,
+//!   carries messages to every master.
 //! - When the installed `redis-server` was built without TLS, each test prints that it was
 //!   skipped and passes.
 
@@ -16,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use keyway_conformance::backend_suite::{log, patient, send, wait_for, Recorder, HANG_GUARD};
 use keyway_runtime::redis::{
-    Config, EmbeddedOptions, EmbeddedRedis, EmbeddedSecurity, EmbeddedTls, RedisBackend, Registry,
-    Shutdown,
+    Config, EmbeddedCluster, EmbeddedOptions, EmbeddedRedis, EmbeddedSecurity, EmbeddedTls,
+    Password, RedisBackend, Registry, Shutdown,
 };
 use keyway_runtime::transport::PublishReceipt;
 use rcgen::{
@@ -152,6 +154,24 @@ impl Pki {
             params.not_before = date_time_ymd(2000, 1, 1);
             params.not_after = date_time_ymd(2000, 12, 31);
         }
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        (
+            self.write(&format!("{name}.pem"), &cert.pem()),
+            self.write(&format!("{name}.key"), &key.serialize_pem()),
+        )
+    }
+
+    /// A certificate a cluster node presents both as a server and, to the other nodes, as a
+    /// client.
+    fn node_cert(&self, ca: &Ca, name: &str) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let cert = params.signed_by(&key, &ca.issuer).unwrap();
         (
             self.write(&format!("{name}.pem"), &cert.pem()),
@@ -392,4 +412,76 @@ async fn a_server_that_verifies_clients_takes_a_client_certificate_and_refuses_n
     let mut half = config(redis.tls_url().unwrap(), &ca.file);
     half.redis.tls_cert_file = Some(client.0);
     refused(half, "config key `redis.tls_key_file`: is required").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_over_tls_with_a_password_carries_messages_to_every_master() {
+    require_tls!();
+    let pki = Pki::new("cluster");
+    let ca = pki.ca("ca");
+    let cert = pki.node_cert(&ca, "node");
+    let security = EmbeddedSecurity {
+        password: Some("cluster-secret".into()),
+        tls: Some(EmbeddedTls {
+            cert_file: cert.0.clone(),
+            key_file: cert.1.clone(),
+            ca_file: ca.file.clone(),
+            auth_clients: false,
+        }),
+    };
+    let options = EmbeddedOptions {
+        append_only: false,
+        ..Default::default()
+    };
+    let cluster = tokio::task::spawn_blocking(move || {
+        EmbeddedCluster::start_secured(3, 1, options, security)
+    })
+    .await
+    .unwrap()
+    .expect("a TLS cluster with a password starts");
+    let url = cluster.tls_url().unwrap();
+    assert!(url.starts_with("rediss-cluster://127.0.0.1:"), "{url}");
+
+    let mut with_password = config(url.clone(), &ca.file);
+    with_password.redis.password = Some(Password::new("cluster-secret"));
+    // Spread over buckets, so the messages reach streams on every master.
+    with_password.registry.set_buckets("orders", 12).unwrap();
+    let b = connect(with_password).await.expect("connects over TLS");
+    let seen = log();
+    let (trigger, shutdown) = Shutdown::new();
+    let backend = b.clone();
+    let task = tokio::spawn({
+        let recorder = Recorder::acking("c", &seen);
+        async move {
+            backend
+                .run(patient("orders", "g"), recorder, shutdown)
+                .await
+        }
+    });
+    for i in 0..24 {
+        let id = format!("o-{i}");
+        let key = format!("k{i}");
+        assert_eq!(
+            send(&b, "orders", &id, &key, "over tls").await,
+            PublishReceipt::Published
+        );
+    }
+    let got = wait_for(&seen, 24, HANG_GUARD).await;
+    assert_eq!(got.len(), 24);
+    trigger.trigger();
+    tokio::time::timeout(HANG_GUARD, task)
+        .await
+        .expect("the consumer stops")
+        .unwrap()
+        .unwrap();
+    let mut holding = 0;
+    for master in cluster.masters().unwrap() {
+        let keys = cluster.command(master, &["DBSIZE"]).unwrap();
+        holding += usize::from(keys.trim().parse::<u64>().unwrap() > 0);
+    }
+    assert_eq!(holding, 3, "every master holds some of the streams");
+
+    // No password: refused, saying where a password would come from, and never showing one.
+    let error = refused(config(url, &ca.file), "no password given").await;
+    assert!(!error.contains("cluster-secret"), "{error}");
 }

@@ -7,17 +7,24 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::embedded::{find_binary, EmbeddedError, EmbeddedOptions, EmbeddedRedis};
+use super::embedded::{
+    find_binary, EmbeddedError, EmbeddedOptions, EmbeddedRedis, EmbeddedSecurity,
+};
 
 /// How long a node may be unreachable before the others count it as failing; short, so a
 /// killed master's replica is elected within seconds.
 const NODE_TIMEOUT_MS: u32 = 1500;
+
+/// How long one `redis-cli` run may take.
+const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running cluster; every node is killed, and its directory removed, on drop.
 #[derive(Debug)]
 pub struct EmbeddedCluster {
     nodes: Vec<EmbeddedRedis>,
     cli: PathBuf,
+    /// The nodes' password, which `redis-cli` is given too.
+    password: Option<String>,
 }
 
 /// `redis-cli` beside the `redis-server` binary, `KEYWAY_REDIS_CLI`, or on `PATH`.
@@ -100,6 +107,21 @@ impl EmbeddedCluster {
         replicas: usize,
         options: EmbeddedOptions,
     ) -> Result<Self, EmbeddedError> {
+        EmbeddedCluster::start_secured(masters, replicas, options, EmbeddedSecurity::default())
+    }
+
+    /// As [`EmbeddedCluster::start`], every node with a password (which replicas also use
+    /// towards their masters) and/or a TLS port, over which the nodes also talk to each other
+    /// (`tls-cluster`, `tls-replication`). Clients on a TLS port are told the nodes' TLS
+    /// ports, clients on a plaintext port their plaintext ones; the helpers here use the
+    /// plaintext ports. Nodes present their server certificate to each other as clients too,
+    /// so it must allow client authentication as well as server authentication.
+    pub fn start_secured(
+        masters: usize,
+        replicas: usize,
+        options: EmbeddedOptions,
+        security: EmbeddedSecurity,
+    ) -> Result<Self, EmbeddedError> {
         if masters < 3 {
             return Err(EmbeddedError(format!(
                 "a cluster needs at least 3 masters, not {masters}"
@@ -109,7 +131,7 @@ impl EmbeddedCluster {
         // between the node's start and the cluster's creation: start afresh a few times.
         let mut last = None;
         for _ in 0..3 {
-            match EmbeddedCluster::start_once(masters, replicas, options.clone()) {
+            match EmbeddedCluster::start_once(masters, replicas, options.clone(), &security) {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) => last = Some(e),
             }
@@ -121,6 +143,7 @@ impl EmbeddedCluster {
         masters: usize,
         replicas: usize,
         options: EmbeddedOptions,
+        security: &EmbeddedSecurity,
     ) -> Result<Self, EmbeddedError> {
         let cli = find_cli()?;
         let mut node_options = options;
@@ -132,10 +155,24 @@ impl EmbeddedCluster {
             "--cluster-replica-validity-factor".to_owned(),
             "0".to_owned(),
         ]);
+        if let Some(password) = &security.password {
+            node_options
+                .extra_args
+                .extend(["--masterauth".to_owned(), password.clone()]);
+        }
+        if security.tls.is_some() {
+            node_options
+                .extra_args
+                .extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(str::to_owned));
+        }
         let nodes = (0..masters * (1 + replicas))
-            .map(|_| EmbeddedRedis::start(node_options.clone()))
+            .map(|_| EmbeddedRedis::start_secured(node_options.clone(), security.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        let cluster = EmbeddedCluster { nodes, cli };
+        let cluster = EmbeddedCluster {
+            nodes,
+            cli,
+            password: security.password.clone(),
+        };
         let mut create = vec!["--cluster".to_owned(), "create".to_owned()];
         create.extend(
             cluster
@@ -180,6 +217,21 @@ impl EmbeddedCluster {
         format!("redis-cluster://127.0.0.1:{first}?{}", rest.join("&"))
     }
 
+    /// `rediss-cluster://127.0.0.1:<first TLS port>?node=…`, when started with TLS.
+    pub fn tls_url(&self) -> Option<String> {
+        let ports: Vec<u16> = self
+            .nodes
+            .iter()
+            .filter_map(EmbeddedRedis::tls_port)
+            .collect();
+        let (first, rest) = ports.split_first()?;
+        let rest: Vec<String> = rest.iter().map(|p| format!("node=127.0.0.1:{p}")).collect();
+        Some(format!(
+            "rediss-cluster://127.0.0.1:{first}?{}",
+            rest.join("&")
+        ))
+    }
+
     /// Every node, in start order.
     pub fn nodes(&self) -> &[EmbeddedRedis] {
         &self.nodes
@@ -195,11 +247,34 @@ impl EmbeddedCluster {
     /// Run `redis-cli` with `args` and return what it printed; an error says what it printed
     /// when it failed.
     pub fn cli_args(&self, args: &[String]) -> Result<String, EmbeddedError> {
-        let output = Command::new(&self.cli)
+        let mut command = Command::new(&self.cli);
+        if let Some(password) = &self.password {
+            command.args(["-a", password, "--no-auth-warning"]);
+        }
+        let child = command
             .args(args)
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .map_err(|e| EmbeddedError(format!("cannot run {}: {e}", self.cli.display())))?;
+        // `--cluster create` waits for the nodes to join for as long as it takes: bound it.
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let output = match rx.recv_timeout(CLI_TIMEOUT) {
+            Ok(output) => output
+                .map_err(|e| EmbeddedError(format!("cannot run {}: {e}", self.cli.display())))?,
+            Err(_) => {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                return Err(EmbeddedError(format!(
+                    "redis-cli {} did not finish within {CLI_TIMEOUT:?}",
+                    args.join(" ")
+                )));
+            }
+        };
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         if !output.status.success() {
             return Err(EmbeddedError(format!(
