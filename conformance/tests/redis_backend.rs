@@ -839,3 +839,123 @@ async fn malformed_entries_are_dead_lettered_and_the_subscription_goes_on() {
         bad.len() as u64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_another_protocol_version_are_refused_not_delivered_or_dead_lettered() {
+    let server = start(false);
+    let b = connect(&server).await;
+    // What the publish script writes: the version spoken here.
+    send(&b, "orders", "o-1", "k", "ok").await;
+    let newest = raw(&b, "XREVRANGE", vec![STREAM, "+", "-", "COUNT", "1"]).await;
+    let fields: Vec<String> = newest.into_array()[0].clone().into_array()[1]
+        .clone()
+        .into_array()
+        .iter()
+        .filter_map(Value::as_string)
+        .collect();
+    let v = fields.iter().position(|f| f == "v").expect("a `v` field");
+    assert_eq!(fields[v + 1], "1");
+
+    // A newer writer's entry, after one of ours.
+    let at: &[u8] = b"1700000000000";
+    let entry = xadd(
+        &b,
+        &[
+            (b"id", b"o-2"),
+            (b"pk", b"k2"),
+            (b"at", at),
+            (b"payload", b"future"),
+            (b"v", b"2"),
+        ],
+    )
+    .await;
+    let seen = log();
+    let (_trigger, shutdown) = Shutdown::new();
+    let consumer = b.clone();
+    let recorder = Recorder::acking("c", &seen);
+    // A consumer started now refuses the stream on its first look.
+    let ended = tokio::time::timeout(
+        HANG_GUARD,
+        consumer.run(quick("orders", "g"), recorder.clone(), shutdown.clone()),
+    )
+    .await
+    .expect("the loop ends");
+    let error = ended.expect_err("the stream is refused").to_string();
+    assert!(
+        error.contains(&format!("entry {entry} was written by protocol version 2"))
+            && error.contains("this client speaks version 1"),
+        "{error}"
+    );
+    // So does a publisher that has not written to it yet.
+    let fresh = connect(&server).await;
+    let refused = fresh
+        .publish(
+            "orders",
+            OutgoingMessage {
+                id: MessageId::new("o-3").unwrap(),
+                partition_key: "k".into(),
+                payload: b"x".to_vec(),
+                metadata: Default::default(),
+            },
+        )
+        .await
+        .expect_err("the publish is refused");
+    assert!(
+        refused.to_string().contains("protocol version 2"),
+        "{refused}"
+    );
+
+    // A consumer that meets such an entry while reading stops after what it read before it,
+    // and leaves the entry pending: no dead letter, no delivery of it.
+    send(&b, "orders", "o-4", "k", "after").await;
+    raw(&b, "XDEL", vec![STREAM, &entry]).await;
+    let newer = xadd(
+        &b,
+        &[
+            (b"id", b"o-5"),
+            (b"pk", b"k5"),
+            (b"at", at),
+            (b"payload", b"future"),
+            (b"v", b"2"),
+        ],
+    )
+    .await;
+    let late = xadd(
+        &b,
+        &[
+            (b"id", b"o-6"),
+            (b"pk", b"k6"),
+            (b"at", at),
+            (b"payload", b"ok"),
+        ],
+    )
+    .await;
+    assert!(!late.is_empty());
+    let seen = log();
+    let (_trigger, shutdown) = Shutdown::new();
+    let recorder = Recorder::acking("c2", &seen);
+    let consumer = connect(&server).await;
+    // The newest entry (o-6, no `v`: version 1) passes the first look.
+    let ended = tokio::time::timeout(
+        HANG_GUARD,
+        consumer.run(quick("orders", "g2"), recorder, shutdown),
+    )
+    .await
+    .expect("the loop ends");
+    let error = ended.expect_err("the loop stops").to_string();
+    assert!(
+        error.contains(&format!("entry {newer} was written by protocol version 2")),
+        "{error}"
+    );
+    let ids: Vec<String> = seen.lock().unwrap().iter().map(|s| s.id.clone()).collect();
+    assert!(!ids.contains(&"o-5".to_owned()), "{ids:?}");
+    let pending = raw(&b, "XPENDING", vec![STREAM, "g2", "-", "+", "10"]).await;
+    let pending: Vec<String> = pending
+        .into_array()
+        .iter()
+        .filter_map(|p| p.clone().into_array().first().and_then(Value::as_string))
+        .collect();
+    assert!(pending.contains(&newer), "{pending:?}");
+    let dlq = raw(&b, "XLEN", vec![DEAD_LETTERS]).await;
+    assert_eq!(dlq.as_i64(), Some(0));
+}

@@ -60,7 +60,7 @@ local function dead_letter(id, fields, reason, failures, detail, pk, malformed)
   if ARGV[4] ~= '1' then return 0 end
   local args = {'XADD', KEYS[9], '*'}
   if fields and malformed then
-    for _, v in ipairs({'id', 'malformed:' .. id, 'pk', '', 'at', '0', 'payload', '', 'm:dlq.malformed', '1'}) do
+    for _, v in ipairs({'id', 'malformed:' .. id, 'pk', '', 'at', '0', 'payload', '', 'v', '1', 'm:dlq.malformed', '1'}) do
       table.insert(args, v)
     end
     for i = 1, #fields, 2 do
@@ -75,7 +75,7 @@ local function dead_letter(id, fields, reason, failures, detail, pk, malformed)
       end
     end
   else
-    for _, v in ipairs({'id', 'tombstone:' .. id, 'pk', pk or '', 'at', '0', 'payload', '', 'm:dlq.tombstone', '1'}) do
+    for _, v in ipairs({'id', 'tombstone:' .. id, 'pk', pk or '', 'at', '0', 'payload', '', 'v', '1', 'm:dlq.tombstone', '1'}) do
       table.insert(args, v)
     end
   end

@@ -270,6 +270,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     scripts: Scripts,
     consumers: AtomicU64,
+    /// Streams whose newest entry this backend has checked for its protocol version.
+    checked: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// The Redis Streams backend. Cheap to clone.
@@ -458,6 +460,7 @@ impl RedisBackend {
                     tend: Script::from_lua(TEND),
                 },
                 consumers: AtomicU64::new(0),
+                checked: Default::default(),
             }),
         };
         let preflight = backend.preflight().await;
@@ -551,6 +554,52 @@ impl RedisBackend {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// On first use of `stream_key` by this backend: refuse a stream whose newest entry was
+    /// written by another protocol version.
+    async fn check_stream_version(&self, stream_key: &str) -> Result<(), TransportError> {
+        let seen = |inner: &Inner| {
+            inner
+                .checked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(stream_key)
+        };
+        if seen(&self.inner) {
+            return Ok(());
+        }
+        let newest = self
+            .command(
+                "XREVRANGE",
+                vec![
+                    stream_key.into(),
+                    "+".into(),
+                    "-".into(),
+                    "COUNT".into(),
+                    "1".into(),
+                ],
+            )
+            .await?;
+        if let Some(entry) = newest.into_array().into_iter().next() {
+            let mut parts = entry.into_array().into_iter();
+            let id = parts.next().as_ref().and_then(as_text).unwrap_or_default();
+            let raw = parts.next().map(Value::into_array).unwrap_or_default();
+            let fields: Vec<(Vec<u8>, Vec<u8>)> = raw
+                .chunks(2)
+                .map(|kv| {
+                    let value = kv.get(1).and_then(as_raw).unwrap_or_default();
+                    (as_raw(&kv[0]).unwrap_or_default(), value)
+                })
+                .collect();
+            check_version(stream_key, &id, &fields)?;
+        }
+        self.inner
+            .checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stream_key.to_owned());
         Ok(())
     }
 
@@ -693,6 +742,7 @@ impl RedisBackend {
             &stream,
             &sub.group,
         ));
+        self.check_stream_version(keys.stream()).await?;
         self.ensure_group(keys.stream(), &sub.group).await?;
         let consumer: Arc<str> = format!(
             "c-{}-{}-{}",
@@ -744,7 +794,11 @@ impl RedisBackend {
         // which learns when it expires (W3), unless it expires within `POLL`.
         let idle_poll = IDLE_POLL.min(sub.visibility_timeout.max(POLL));
 
-        while !shutdown.is_triggered() {
+        // An entry of another protocol version stops the loop (see `check_version`): what is
+        // in flight is finished or released as on shutdown, and the entry stays pending for a
+        // consumer that speaks its version.
+        let mut incompatible = None;
+        while !shutdown.is_triggered() && incompatible.is_none() {
             let mut failed = None;
             if reconnected(&mut reconnects) {
                 recover_due = Instant::now();
@@ -759,6 +813,10 @@ impl RedisBackend {
                 match ctx.recover(sub.batch_size - tasks.len(), &busy).await {
                     Ok(deliveries) => {
                         for d in deliveries {
+                            if let Err(e) = check_version(ctx.keys.stream(), &d.entry, &d.fields) {
+                                incompatible = Some(e);
+                                break;
+                            }
                             spawn_delivery(&mut tasks, &mut in_flight, &ctx, &handler, d);
                         }
                     }
@@ -782,6 +840,10 @@ impl RedisBackend {
                             .map_or(Duration::ZERO, |w| w.min(most));
                         claim_at = Instant::now() + wait;
                         for d in claim.deliveries {
+                            if let Err(e) = check_version(ctx.keys.stream(), &d.entry, &d.fields) {
+                                incompatible = Some(e);
+                                break;
+                            }
                             spawn_delivery(&mut tasks, &mut in_flight, &ctx, &handler, d);
                         }
                     }
@@ -807,7 +869,7 @@ impl RedisBackend {
             }
             let can_refill =
                 tasks.len() + sub.batch_size.div_ceil(4) <= sub.batch_size || tasks.is_empty();
-            if can_refill && Instant::now() >= claim_at {
+            if incompatible.is_some() || (can_refill && Instant::now() >= claim_at) {
                 continue;
             }
             let wake_at = claim_at.min(recover_due).min(trim_due);
@@ -868,7 +930,10 @@ impl RedisBackend {
         if let Err(e) = ctx.wake_group().await {
             tracing::warn!(topic = %sub.topic, group = %sub.group, "waking the group's other consumers failed: {e}");
         }
-        Ok(())
+        match incompatible {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Up to `count` messages of `topic`, oldest first, without consuming them (for operators'
@@ -1165,6 +1230,7 @@ impl Publisher for RedisBackend {
             let stream = backend.stream_for(&topic, &message.partition_key)?;
             let prefix = &backend.inner.config.redis.key_prefix;
             let stream_key = stream_key(prefix, &stream);
+            backend.check_stream_version(&stream_key).await?;
             let keys = vec![
                 stream_key.clone(),
                 dedup_key(prefix, &stream, &message.partition_key, message.id.as_str()),
@@ -1281,6 +1347,30 @@ fn as_number(v: &Value) -> Option<i64> {
     match v {
         Value::Integer(i) => Some(*i),
         other => as_text(other)?.parse().ok(),
+    }
+}
+
+/// The version of the queue's wire protocol this backend writes (the publish script writes it
+/// as field `v` of every entry) and reads. An entry without `v` is version 1.
+pub const PROTOCOL_VERSION: &str = "1";
+
+/// An error when `fields` (of `entry` in `stream`) carry a protocol version other than
+/// [`PROTOCOL_VERSION`]: the entry was written by an incompatible client, and must be neither
+/// delivered nor dead-lettered here.
+fn check_version(
+    stream: &str,
+    entry: &str,
+    fields: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(), TransportError> {
+    match fields.iter().find(|(name, _)| name == b"v") {
+        Some((_, v)) if v != PROTOCOL_VERSION.as_bytes() => Err(TransportError::new(
+            TransportErrorKind::Invalid,
+            format!(
+                "stream {stream}: entry {entry} was written by protocol version {}; this client speaks version {PROTOCOL_VERSION}",
+                String::from_utf8_lossy(v)
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -12,7 +12,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `kw:{s}:s:<stream>` | stream | messages: fields `id`, `pk`, `at` (ms), `payload`, `m:<metadata key>` |
+//! | `kw:{s}:s:<stream>` | stream | messages: fields `id`, `pk`, `at` (ms), `payload`, `v` (the protocol version, `1`), `m:<metadata key>` |
 //! | `kw:{s}:d:<stream>:<len(pk)>:<pk>:<id>` | string, TTL | publish dedup; outlives consumption |
 //! | `kw:{s}:g:<stream>:<group>:heads` | hash | partition key → entry being worked on |
 //! | `kw:{s}:g:<stream>:<group>:waiting` | zset | entries parked behind their key's head |
@@ -25,6 +25,11 @@
 //! A topic in buckets (`Registry::set_buckets`) has one stream per bucket, `<stream>#<b>`,
 //! each with all of the keys above under its own tag `{<stream>#<b>}`; a message goes to the
 //! bucket that [`config::bucket_of`] gives its partition key.
+//!
+//! The layout is written down for other languages in `docs/wire-protocol.md`; an entry whose `v`
+//! is another protocol version is neither delivered nor dead-lettered: the consume loop stops
+//! with an error naming it, and a stream whose newest entry has another version is refused on
+//! first use.
 //!
 //! The scripts are the files in `runtime/lua/` (embedded here, and loaded from the same files
 //! by clients in other languages); their keys, arguments and invariants are in `scripts.rs`.

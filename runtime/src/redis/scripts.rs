@@ -48,10 +48,10 @@
 //! Dead letters copy the entry's fields (less any `m:dlq.*` of an earlier dead-lettering) and
 //! add `m:dlq.*` fields; two kinds of entry cannot be copied as they are:
 //! - a tombstone (the entry was deleted or trimmed): `id` = `tombstone:<entry id>`, `pk` as the
-//!   group recorded it, `at` = `0`, empty `payload`, `m:dlq.tombstone` = `1`;
+//!   group recorded it, `at` = `0`, empty `payload`, `v` = `1`, `m:dlq.tombstone` = `1`;
 //! - D1, a malformed entry (an envelope field missing, repeated or unreadable; the consume loop
 //!   judges, see `read_envelope`): `id` = `malformed:<entry id>`, empty `pk`, `at` = `0`, empty
-//!   `payload`, `m:dlq.malformed` = `1`, and every field of the entry, in order and byte for
+//!   `payload`, `v` = `1`, `m:dlq.malformed` = `1`, and every field of the entry, in order and byte for
 //!   byte, under its name prefixed with `raw:`. So the dead letter itself is well formed and
 //!   reaches whoever reads the dead letters, and nothing of the entry is lost.
 //!
