@@ -71,7 +71,7 @@ mod embedded_cluster;
 mod scripts;
 mod tls;
 
-pub use backend::{Preflight, RedisBackend, Shutdown, ShutdownTrigger, Stored};
+pub use backend::{Preflight, RedisBackend, Shutdown, ShutdownTrigger, Stored, PROTOCOL_VERSION};
 pub use config::{
     Backoff, Bounds, Config, ConfigError, EvictionCheck, Password, RedisConfig, Registry,
     SubscriptionConfig,
