@@ -120,6 +120,7 @@
 //! crate that defines the contract.
 
 mod arbitrary;
+pub mod clients;
 pub mod contract;
 mod diagnostics;
 mod json;

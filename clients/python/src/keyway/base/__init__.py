@@ -1,0 +1,1 @@
+"""Generated message classes of `keyway.base` (protoc, from the descriptor set)."""

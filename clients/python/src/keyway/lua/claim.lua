@@ -1,0 +1,95 @@
+local count = tonumber(ARGV[6])
+local max_attempts = tonumber(ARGV[5])
+local vt = tonumber(ARGV[7])
+local out = {}
+local more = 0
+local scanned = false
+local now = now_ms()
+local function deliver(id, fields)
+  local failures = tonumber(redis.call('HGET', KEYS[6], id) or '0')
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+  local epoch = p[1] and p[1][4] or 0
+  table.insert(out, {id, tostring(epoch), tostring(failures + 1), fields})
+end
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, count)
+if #due >= count then more = 1 end
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('ZREM', KEYS[5], pad(id))
+  local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'FORCE')
+  if claimed[1] and claimed[1][2] then
+    deliver(id, claimed[1][2])
+  else
+    tombstone(id, 'the entry was deleted or trimmed while it waited for redelivery')
+  end
+end
+
+if #out < count then
+  local want = count - #out
+  local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[7], '0-0', 'COUNT', want)
+  if #r[2] + #(r[3] or {}) >= want then more = 1 end
+  scanned = r[1] == '0-0'
+  for _, e in ipairs(r[2]) do
+    local id = e[1]
+    local failures = redis.call('HINCRBY', KEYS[6], id, 1)
+    if failures >= max_attempts then
+      local reason = 'visibility timeout expired on attempt ' .. failures
+      local pk = redis.call('HGET', KEYS[8], id)
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+      dead_letter(id, e[2], reason, failures, {'kind', 'visibility-timeout'}, pk)
+      release_if_head(pk, id)
+      cleanup(id)
+    else
+      redis.call('HSET', KEYS[7], id, 'visibility timeout expired')
+      deliver(id, e[2])
+    end
+  end
+  for _, id in ipairs(r[3] or {}) do
+    tombstone(id, 'the entry was deleted or trimmed while it was pending')
+  end
+end
+
+if #out < count then
+  local want = count - #out
+  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want, 'STREAMS', KEYS[1], '>')
+  if r then
+    local entries = r[1][2]
+    if #entries >= want then more = 1 end
+    for _, e in ipairs(entries) do
+      local id, fields = e[1], e[2]
+      if not fields then
+        tombstone(id, 'the entry was deleted before it was delivered')
+      else
+        local pk = field(fields, 'pk') or ''
+        redis.call('HSET', KEYS[8], id, pk)
+        if redis.call('HEXISTS', KEYS[2], pk) == 1 then
+          redis.call('XACK', KEYS[1], ARGV[1], id)
+          redis.call('ZADD', KEYS[3], 0, wait_prefix(pk) .. pad(id))
+          redis.call('ZADD', KEYS[5], 0, pad(id))
+        else
+          redis.call('HSET', KEYS[2], pk, id)
+          deliver(id, fields)
+        end
+      end
+    end
+  end
+end
+
+if #out >= count then more = 1 end
+-- An entry this claim promoted (after a dead letter or a tombstone) is due now.
+local next_due = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+if next_due[2] and tonumber(next_due[2]) <= now then more = 1 end
+
+local expires = -2
+if more == 0 and scanned then
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 100)
+  if #pending < 100 then
+    expires = -1
+    for _, p in ipairs(pending) do
+      local left = math.max(vt - tonumber(p[3]), 1)
+      if expires < 0 or left < expires then expires = left end
+    end
+  end
+end
+return {out, next_due[2] or '-1', tostring(now), more, expires}

@@ -1,0 +1,1 @@
+"""The orchestrator's own messages (`v1`) and its topic registry (`topics`)."""

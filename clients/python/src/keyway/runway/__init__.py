@@ -1,0 +1,1 @@
+"""Generated message classes of `keyway.runway` (protoc, from the descriptor set)."""
