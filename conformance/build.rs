@@ -3,5 +3,13 @@
 fn main() -> Result<(), keyway_codegen::Error> {
     keyway_codegen::Builder::new()
         .arbitrary(true)
-        .compile_protos(&["kitchen_sink.proto"], &["../tests/fixtures"])
+        .compile_protos(&["kitchen_sink.proto"], &["../tests/fixtures"])?;
+
+    // The conformance runner's protocol, for the testee binary: a tree of its own.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
+    keyway_codegen::Builder::new()
+        .out_dir(out.join("conformance_protocol"))
+        .compile_protos(&["conformance/conformance.proto"], &["proto"])?;
+
+    Ok(())
 }
