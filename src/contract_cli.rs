@@ -7,12 +7,30 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
-use keyway_codegen::contract::{self, BreakingOptions, CheckOptions, Finding, Severity};
-use keyway_codegen::Compiled;
+use keyway_codegen::contract::{self, BreakingOptions, CheckOptions, Finding, Rule, Severity};
+use keyway_codegen::{Compiled, Location};
 
+/// How findings are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
-    Human,
+    /// `file:line:col`, the source line, a caret and the fix; a count at the end.
+    #[value(alias = "human")]
+    Text,
+    /// One JSON object: the findings and the counts.
+    Json,
+    /// GitHub Actions workflow commands (`::error file=..,line=..,col=..::..`), one a line.
+    Github,
+    /// A SARIF 2.1.0 log, for code-scanning upload.
+    Sarif,
+}
+
+/// How a table is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TableFormat {
+    /// Aligned columns.
+    #[value(alias = "human")]
+    Text,
+    /// A JSON array of rows.
     Json,
 }
 
@@ -45,7 +63,7 @@ pub(crate) enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Output format.
-        #[arg(long, value_enum, default_value = "human")]
+        #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
     /// What breaks a protobuf-JSON reader or writer of the baseline.
@@ -60,7 +78,7 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value = "error")]
         removed_field: Level,
         /// Output format.
-        #[arg(long, value_enum, default_value = "human")]
+        #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
     /// Write the encoded FileDescriptorSet (imports, source info and custom options kept).
@@ -79,8 +97,8 @@ pub(crate) enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Output format.
-        #[arg(long, value_enum, default_value = "human")]
-        format: Format,
+        #[arg(long, value_enum, default_value = "text")]
+        format: TableFormat,
     },
 }
 
@@ -244,6 +262,17 @@ fn baseline(against: &str, proto_paths: &[PathBuf]) -> Result<Compiled, String> 
     Ok(Compiled::from_pool(pool))
 }
 
+/// The directories a baseline's file names are relative to.
+fn baseline_roots(against: &str, proto_paths: &[PathBuf]) -> Vec<PathBuf> {
+    if against.starts_with("git:") {
+        proto_paths.to_vec()
+    } else if Path::new(against).is_dir() {
+        vec![PathBuf::from(against)]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Topic keys of a runtime config, with their line numbers in the file.
 fn configured_keys(
     path: &Path,
@@ -296,7 +325,7 @@ fn json_string(s: &str) -> String {
     out
 }
 
-fn location_json(prefix: &str, l: &Option<keyway_codegen::Location>) -> String {
+fn location_json(prefix: &str, l: &Option<Location>) -> String {
     match l {
         Some(l) => format!(
             ",\"{prefix}file\":{},\"{prefix}line\":{},\"{prefix}column\":{}",
@@ -308,15 +337,194 @@ fn location_json(prefix: &str, l: &Option<keyway_codegen::Location>) -> String {
     }
 }
 
+/// Where the compiled files are, to name them as paths from the working directory (what CI
+/// annotations and code scanning need) instead of relative to a proto path.
+#[derive(Debug, Clone, Default)]
+struct Roots {
+    /// The proto paths of the checked tree.
+    new: Vec<PathBuf>,
+    /// The directories the baseline's files are relative to (none for a descriptor set).
+    old: Vec<PathBuf>,
+}
+
+impl Roots {
+    fn path(roots: &[PathBuf], file: &str) -> String {
+        let found = roots
+            .iter()
+            .map(|r| r.join(file))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from(file));
+        let shown = found.to_string_lossy().replace('\\', "/");
+        let mut shown = shown.as_str();
+        while let Some(rest) = shown.strip_prefix("./") {
+            shown = rest;
+        }
+        shown.to_owned()
+    }
+
+    /// The finding's place as a path from the working directory: in the checked tree, or in
+    /// the baseline when it has none there.
+    fn place<'f>(&self, f: &'f Finding) -> Option<(String, &'f Location)> {
+        if let Some(l) = &f.location {
+            return Some((Self::path(&self.new, &l.file), l));
+        }
+        f.old_location
+            .as_ref()
+            .map(|l| (Self::path(&self.old, &l.file), l))
+    }
+}
+
+/// The text of a finding for CI formats: the message, then the fix and the baseline's place.
+fn ci_text(f: &Finding, roots: &Roots) -> String {
+    let mut text = format!("{}\n{}", f.message, f.fix);
+    if let (Some(_), Some(old)) = (&f.location, &f.old_location) {
+        text.push_str(&format!(
+            " (baseline: {}:{}:{})",
+            Roots::path(&roots.old, &old.file),
+            old.line,
+            old.column
+        ));
+    } else if f.location.is_none() && f.old_location.is_some() {
+        text.push_str(" (the place shown is in the baseline)");
+    }
+    text
+}
+
+/// A GitHub Actions workflow command's message: `%`, CR and LF escaped.
+fn github_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// A workflow command's property value: the message escapes plus `:` and `,`.
+fn github_property(s: &str) -> String {
+    github_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// One `::error`/`::warning` workflow command per finding.
+fn github_lines(findings: &[Finding], roots: &Roots) -> Vec<String> {
+    findings
+        .iter()
+        .map(|f| {
+            let command = match f.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            let mut props = Vec::new();
+            if let Some((path, l)) = roots.place(f) {
+                props.push(format!("file={}", github_property(&path)));
+                props.push(format!("line={}", l.line));
+                props.push(format!("col={}", l.column));
+            }
+            props.push(format!(
+                "title={}",
+                github_property(&format!("keyway {}", f.rule))
+            ));
+            format!(
+                "::{command} {}::{}",
+                props.join(","),
+                github_data(&ci_text(f, roots))
+            )
+        })
+        .collect()
+}
+
+fn sarif_level(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    }
+}
+
+/// A relative path as a URI reference: bytes other than unreserved characters and `/`
+/// percent-encoded.
+fn uri_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn sarif_location(path: &str, l: &Location, extra: &str) -> String {
+    format!(
+        "{{{extra}\"physicalLocation\":{{\"artifactLocation\":{{\"uri\":{}}},\"region\":{{\"startLine\":{},\"startColumn\":{},\"endColumn\":{}}}}}}}",
+        json_string(&uri_path(path)),
+        l.line,
+        l.column,
+        l.column + l.width.max(1)
+    )
+}
+
+/// A SARIF 2.1.0 log of one run: the tool with every rule of the command, and the findings.
+fn sarif_log(findings: &[Finding], rules: &[Rule], roots: &Roots) -> String {
+    let rule_items: Vec<String> = rules
+        .iter()
+        .map(|r| {
+            format!(
+                "{{\"id\":{},\"shortDescription\":{{\"text\":{}}},\"defaultConfiguration\":{{\"level\":{}}}}}",
+                json_string(r.id),
+                json_string(r.summary),
+                json_string(sarif_level(r.severity))
+            )
+        })
+        .collect();
+    let results: Vec<String> = findings
+        .iter()
+        .map(|f| {
+            let index = rules
+                .iter()
+                .position(|r| r.id == f.rule)
+                .map(|i| format!(",\"ruleIndex\":{i}"))
+                .unwrap_or_default();
+            let mut out = format!(
+                "{{\"ruleId\":{}{index},\"level\":{},\"message\":{{\"text\":{}}}",
+                json_string(f.rule),
+                json_string(sarif_level(f.severity)),
+                json_string(&ci_text(f, roots))
+            );
+            if let Some((path, l)) = roots.place(f) {
+                out.push_str(&format!(
+                    ",\"locations\":[{}]",
+                    sarif_location(&path, l, "")
+                ));
+            }
+            if let (Some(_), Some(old)) = (&f.location, &f.old_location) {
+                out.push_str(&format!(
+                    ",\"relatedLocations\":[{}]",
+                    sarif_location(
+                        &Roots::path(&roots.old, &old.file),
+                        old,
+                        "\"id\":1,\"message\":{\"text\":\"in the baseline\"},"
+                    )
+                ));
+            }
+            out.push('}');
+            out
+        })
+        .collect();
+    format!(
+        "{{\"$schema\":\"https://json.schemastore.org/sarif-2.1.0.json\",\"version\":\"2.1.0\",\"runs\":[{{\"tool\":{{\"driver\":{{\"name\":\"keyway\",\"version\":{},\"rules\":[{}]}}}},\"columnKind\":\"unicodeCodePoints\",\"results\":[{}]}}]}}",
+        json_string(env!("CARGO_PKG_VERSION")),
+        rule_items.join(","),
+        results.join(",")
+    )
+}
+
 /// Print findings and return the exit code: 1 when any is an error.
-fn report(findings: &[Finding], format: Format) -> ExitCode {
+fn report(findings: &[Finding], format: Format, rules: &[Rule], roots: &Roots) -> ExitCode {
     let errors = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
         .count();
     let warnings = findings.len() - errors;
     match format {
-        Format::Human => {
+        Format::Text => {
             for f in findings {
                 println!("{}", f.render());
             }
@@ -342,6 +550,12 @@ fn report(findings: &[Finding], format: Format) -> ExitCode {
                 items.join(",")
             );
         }
+        Format::Github => {
+            for line in github_lines(findings, roots) {
+                println!("{line}");
+            }
+        }
+        Format::Sarif => println!("{}", sarif_log(findings, rules, roots)),
     }
     if errors > 0 {
         ExitCode::from(1)
@@ -363,7 +577,16 @@ fn run_command(command: Command) -> Result<ExitCode, String> {
                 let (_, keys) = configured_keys(&path)?;
                 options.configured = Some((path.display().to_string(), keys));
             }
-            Ok(report(&contract::check(&compiled, &options), format))
+            let roots = Roots {
+                new: inputs.paths(),
+                old: Vec::new(),
+            };
+            Ok(report(
+                &contract::check(&compiled, &options),
+                format,
+                contract::CHECK_RULES,
+                &roots,
+            ))
         }
         Command::Breaking {
             inputs,
@@ -380,7 +603,16 @@ fn run_command(command: Command) -> Result<ExitCode, String> {
                 },
                 ..BreakingOptions::default()
             };
-            Ok(report(&contract::breaking(&old, &new, &options), format))
+            let roots = Roots {
+                new: inputs.paths(),
+                old: baseline_roots(&against, &inputs.paths()),
+            };
+            Ok(report(
+                &contract::breaking(&old, &new, &options),
+                format,
+                contract::BREAKING_RULES,
+                &roots,
+            ))
         }
         Command::Descriptor { inputs, output } => {
             let compiled = compile(&inputs)?;
@@ -409,7 +641,7 @@ fn run_command(command: Command) -> Result<ExitCode, String> {
                 })
                 .collect();
             match format {
-                Format::Human => {
+                TableFormat::Text => {
                     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(3).max(3);
                     let mwidth = rows.iter().map(|r| r.1.len()).max().unwrap_or(7).max(7);
                     println!("{:<width$}  {:<mwidth$}  STREAM", "KEY", "MESSAGE");
@@ -417,7 +649,7 @@ fn run_command(command: Command) -> Result<ExitCode, String> {
                         println!("{k:<width$}  {m:<mwidth$}  {s}");
                     }
                 }
-                Format::Json => {
+                TableFormat::Json => {
                     let items: Vec<String> = rows
                         .iter()
                         .map(|(k, m, s)| {
@@ -438,5 +670,50 @@ fn run_command(command: Command) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workflow_command_escapes() {
+        assert_eq!(github_data("50% done\r\nnext"), "50%25 done%0D%0Anext");
+        assert_eq!(
+            github_property("a:b,c%\n"),
+            "a%3Ab%2Cc%25%0A",
+            "properties also escape `:` and `,`"
+        );
+        assert_eq!(
+            github_data("a:b,c"),
+            "a:b,c",
+            "the message keeps `:` and `,`"
+        );
+    }
+
+    #[test]
+    fn sarif_uris_are_encoded() {
+        assert_eq!(uri_path("api/a b/é.proto"), "api/a%20b/%C3%A9.proto");
+        assert_eq!(uri_path("../x_y-1.proto"), "../x_y-1.proto");
+    }
+
+    #[test]
+    fn paths_are_named_from_the_working_directory() {
+        let dir = std::env::temp_dir().join(format!("keyway-roots-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("pkg")).unwrap();
+        std::fs::write(dir.join("pkg/a.proto"), "").unwrap();
+        let roots = vec![PathBuf::from("./nowhere"), dir.clone()];
+        assert_eq!(
+            Roots::path(&roots, "pkg/a.proto"),
+            dir.join("pkg/a.proto").to_string_lossy().replace('\\', "/")
+        );
+        assert_eq!(Roots::path(&roots, "pkg/b.proto"), "pkg/b.proto");
+        assert_eq!(
+            Roots::path(&[PathBuf::from(".")], "Cargo.toml"),
+            "Cargo.toml",
+            "no ./ in front"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

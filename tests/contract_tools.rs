@@ -1,7 +1,8 @@
 //! The contract tools on a corpus of changes to one baseline tree (`tests/contract/base/`;
 //! `tests/contract/cases/<case>/after/`, one per breaking rule and per change that must not be
-//! reported) and of lint trees (`tests/contract/check/`), with the rendered output snapshotted;
-//! and through the binary.
+//! reported, with a `before/` of its own where the change needs another starting point) and of
+//! lint trees (`tests/contract/check/`), with the rendered output snapshotted; and through the
+//! binary, in each output format.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -52,11 +53,14 @@ fn breaking_rules_on_the_corpus() {
             },
             ..BreakingOptions::default()
         };
-        let findings = contract::breaking(
-            &compile(&root().join("base")),
-            &compile(&dir.join("after")),
-            &options,
-        );
+        // A case whose change needs another starting point brings its own `before/`.
+        let before = if dir.join("before").is_dir() {
+            dir.join("before")
+        } else {
+            root().join("base")
+        };
+        let findings =
+            contract::breaking(&compile(&before), &compile(&dir.join("after")), &options);
         let rules: BTreeSet<String> = findings.iter().map(|f| f.rule.to_owned()).collect();
         if rules != expected(&dir) {
             failures.push(format!(
@@ -133,7 +137,7 @@ fn exit_codes_and_formats_through_the_binary() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(
-            "error: [field-removed] field `quantity` (2) of `acme.orders.v1.OrderPlaced` is gone"
+            "error: [field-removed] field `quantity` (2, key \"quantity\") of `acme.orders.v1.OrderPlaced` is gone"
         ),
         "{text}"
     );
@@ -180,6 +184,13 @@ fn exit_codes_and_formats_through_the_binary() {
     );
     assert_eq!(out.status.code(), Some(0), "warnings do not fail");
 
+    let out = breaking_in("break-field-removed", "human");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        text,
+        "`human` is another name for `text`"
+    );
+
     let out = keyway(&["contract", "breaking", "-I", "after"], &case);
     assert_eq!(out.status.code(), Some(2), "--against is required");
     let out = keyway(&["contract", "check", "-I", "nowhere"], &case);
@@ -200,6 +211,170 @@ fn exit_codes_and_formats_through_the_binary() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::remove_dir_all(&bad).unwrap();
+}
+
+fn breaking_in(case: &str, format: &str) -> std::process::Output {
+    keyway(
+        &[
+            "contract",
+            "breaking",
+            "-I",
+            "after",
+            "--against",
+            "../../base",
+            "--format",
+            format,
+        ],
+        &root().join("cases").join(case),
+    )
+}
+
+#[test]
+fn github_annotations_through_the_binary() {
+    let out = breaking_in("break-field-removed", "github");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "::error file=after/acme/orders/v1/orders.proto,line=8,col=1,title=keyway field-removed::\
+         field `quantity` (2, key \"quantity\") of `acme.orders.v1.OrderPlaced` is gone: new \
+         readers drop the key old writers send, and old readers get its default from every new \
+         writer%0Akeep the field (deprecated) until no reader needs it (baseline: \
+         ../../base/acme/orders/v1/orders.proto:12:3)\n"
+    );
+
+    let out = breaking_in("warn-int32-to-sint32", "github");
+    assert_eq!(out.status.code(), Some(0), "warnings do not fail");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(
+            "::warning file=after/acme/orders/v1/orders.proto,line=12,col=3,title=keyway binary-type-changed::"
+        ),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+
+    // A finding with no place in the new tree points at the baseline.
+    let out = breaking_in("break-topic-key-removed", "github");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "::error file=../../base/acme/orders/v1/orders.proto,line=9,col=3,title=keyway topic-key-removed::\
+         topic key \"order-placed\" (was bound to `acme.orders.v1.OrderPlaced`) is no longer bound%0A\
+         keep the key bound: producers and consumers of it would lose their contract (the place \
+         shown is in the baseline)\n"
+    );
+}
+
+fn sarif(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn sarif_logs_through_the_binary() {
+    let out = breaking_in("break-field-removed", "sarif");
+    assert_eq!(out.status.code(), Some(1));
+    let log = sarif(&out);
+    assert_eq!(log["version"], "2.1.0");
+    assert!(log["$schema"].as_str().unwrap().contains("sarif-2.1.0"));
+    let run = &log["runs"][0];
+    let driver = &run["tool"]["driver"];
+    assert_eq!(driver["name"], "keyway");
+    let rules: Vec<&str> = driver["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = contract::BREAKING_RULES.iter().map(|r| r.id).collect();
+    assert_eq!(rules, expected);
+    for rule in driver["rules"].as_array().unwrap() {
+        assert!(!rule["shortDescription"]["text"]
+            .as_str()
+            .unwrap()
+            .is_empty());
+        let level = rule["defaultConfiguration"]["level"].as_str().unwrap();
+        assert!(level == "error" || level == "warning", "{rule}");
+    }
+    let results = run["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1);
+    let r = &results[0];
+    assert_eq!(r["ruleId"], "field-removed");
+    assert_eq!(r["level"], "error");
+    let index = r["ruleIndex"].as_u64().unwrap() as usize;
+    assert_eq!(rules[index], "field-removed");
+    assert!(r["message"]["text"].as_str().unwrap().starts_with(
+        "field `quantity` (2, key \"quantity\") of `acme.orders.v1.OrderPlaced` is gone"
+    ));
+    let place = &r["locations"][0]["physicalLocation"];
+    assert_eq!(
+        place["artifactLocation"]["uri"],
+        "after/acme/orders/v1/orders.proto"
+    );
+    assert_eq!(place["region"]["startLine"], 8);
+    assert_eq!(place["region"]["startColumn"], 1);
+    assert_eq!(place["region"]["endColumn"], 2);
+    let old = &r["relatedLocations"][0]["physicalLocation"];
+    assert_eq!(
+        old["artifactLocation"]["uri"],
+        "../../base/acme/orders/v1/orders.proto"
+    );
+    assert_eq!(old["region"]["startLine"], 12);
+    assert_eq!(old["region"]["startColumn"], 3);
+    assert_eq!(old["region"]["endColumn"], 3 + "int32 quantity = 2;".len());
+
+    // Code scanning wants a location on every result: the baseline's when the new tree has none.
+    let log = sarif(&breaking_in("break-payload-removed", "sarif"));
+    let results = log["runs"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        assert_eq!(
+            r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            "../../base/acme/orders/v1/orders.proto",
+            "{r}"
+        );
+    }
+
+    let out = breaking_in("ok-unchanged", "sarif");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(sarif(&out)["runs"][0]["results"], serde_json::json!([]));
+
+    // The lint's rules and findings, with the config file's place as given.
+    let dir = root().join("check/config-drift");
+    let out = keyway(
+        &[
+            "contract",
+            "check",
+            "-I",
+            "tree",
+            "--config",
+            "keyway.toml",
+            "--format",
+            "sarif",
+        ],
+        &dir,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let log = sarif(&out);
+    let run = &log["runs"][0];
+    let rules: Vec<&str> = run["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = contract::CHECK_RULES.iter().map(|r| r.id).collect();
+    assert_eq!(rules, expected);
+    let uris: BTreeSet<&str> = run["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert!(uris.contains("keyway.toml"), "{uris:?}");
 }
 
 #[test]
