@@ -51,6 +51,15 @@ pub(crate) struct Inputs {
 }
 
 /// `keyway contract …`.
+/// A client language of `contract gen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Lang {
+    /// `clients/python`: the registry module, messages from grpcio-tools' protoc.
+    Python,
+    /// `clients/typescript`: the registry module, messages from protoc-gen-es.
+    Typescript,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Topic bindings (each key bound to one message, valid names), registry drift against a
@@ -88,6 +97,19 @@ pub(crate) enum Command {
         /// Where to write it.
         #[arg(short = 'o', long, value_name = "FILE")]
         output: PathBuf,
+    },
+    /// Another language's topic registry (every key, its message, typed producer and
+    /// consumer helpers for `clients/python` or `clients/typescript`) and the descriptor set
+    /// its message classes are generated from, with the command that generates them.
+    Gen {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// The client language.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// The directory to write `topics.py` or `topics.ts`, and `descriptor_set.binpb`, to.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Topic key → message → stream name.
     Topics {
@@ -618,6 +640,63 @@ fn run_command(command: Command) -> Result<ExitCode, String> {
             let compiled = compile(&inputs)?;
             std::fs::write(&output, compiled.pool.encode_to_vec())
                 .map_err(|e| format!("{}: {e}", output.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gen { inputs, lang, out } => {
+            let compiled = compile(&inputs)?;
+            let bindings = compiled.topic_bindings(None).map_err(|diagnostics| {
+                diagnostics
+                    .iter()
+                    .map(|d| d.render())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
+            let (file, text) = match lang {
+                Lang::Python => (
+                    "topics.py",
+                    keyway_codegen::clients::python::python_registry(&compiled.pool, &bindings),
+                ),
+                Lang::Typescript => (
+                    "topics.ts",
+                    keyway_codegen::clients::typescript::typescript_registry(
+                        &compiled.pool,
+                        &bindings,
+                    ),
+                ),
+            };
+            std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            let write = |name: &str, bytes: &[u8]| {
+                let path = out.join(name);
+                std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+            };
+            write(file, text.as_bytes())?;
+            write("descriptor_set.binpb", &compiled.pool.encode_to_vec())?;
+            let protos: Vec<String> = compiled
+                .pool
+                .files()
+                .map(|f| f.name().to_owned())
+                .filter(|name| !name.starts_with("google/protobuf/"))
+                .collect();
+            let set = out.join("descriptor_set.binpb");
+            eprintln!(
+                "wrote {} ({} topic keys) and {}",
+                out.join(file).display(),
+                bindings.len(),
+                set.display()
+            );
+            match lang {
+                Lang::Python => eprintln!(
+                    "message classes: python -m grpc_tools.protoc --descriptor_set_in={} --python_out={dir} --pyi_out={dir} {}",
+                    set.display(),
+                    protos.join(" "),
+                    dir = out.display()
+                ),
+                Lang::Typescript => eprintln!(
+                    "message classes: run protoc-gen-es on a CodeGeneratorRequest of {} for {} (clients/typescript/scripts/generate.mjs does)",
+                    set.display(),
+                    protos.join(" ")
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Topics {

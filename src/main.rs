@@ -170,7 +170,7 @@ enum Command {
     },
     /// Write the contract's encoded FileDescriptorSet to standard output.
     Descriptor,
-    /// Contract tools for CI: check, breaking, descriptor, topics.
+    /// Contract tools for CI: check, breaking, descriptor, topics; gen for other languages.
     ///
     /// Exit codes: 0 clean (warnings allowed), 1 violations found, 2 usage or compile error.
     Contract {

@@ -423,6 +423,52 @@ fn descriptor_and_topics_through_the_binary() {
 }
 
 #[test]
+fn gen_writes_each_languages_registry_and_the_descriptor_set() {
+    let dir = root().join("check/config-in-sync");
+    for (lang, file, key_form) in [
+        ("python", "topics.py", "\"order-placed\""),
+        ("typescript", "topics.ts", "\"order-placed\""),
+    ] {
+        let out_dir =
+            std::env::temp_dir().join(format!("keyway-gen-{lang}-{}", std::process::id()));
+        let out = keyway(
+            &[
+                "contract",
+                "gen",
+                "-I",
+                "tree",
+                "--lang",
+                lang,
+                "--out",
+                out_dir.to_str().unwrap(),
+            ],
+            &dir,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let registry = std::fs::read_to_string(out_dir.join(file)).unwrap();
+        assert!(registry.contains(key_form), "{registry}");
+        assert!(registry.contains("OrderPlaced"), "{registry}");
+        let set = std::fs::read(out_dir.join("descriptor_set.binpb")).unwrap();
+        let pool = prost_reflect::DescriptorPool::decode(set.as_slice()).unwrap();
+        assert!(pool
+            .get_message_by_name("acme.orders.v1.OrderPlaced")
+            .is_some());
+        assert!(stderr.contains("message classes: "), "{stderr}");
+        assert!(stderr.contains("1 topic keys"), "{stderr}");
+        std::fs::remove_dir_all(&out_dir).unwrap();
+    }
+    let out = keyway(
+        &[
+            "contract", "gen", "-I", "tree", "--lang", "go", "--out", "x",
+        ],
+        &dir,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'go'"));
+}
+
+#[test]
 fn a_git_revision_is_a_baseline() {
     let repo = std::env::temp_dir().join(format!("keyway-git-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&repo);
