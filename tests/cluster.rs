@@ -266,5 +266,15 @@ async fn a_master_killed_under_load_without_wait() {
     let (ending, n) = kill_a_master_under_load(0).await;
     println!("a master killed under {n} batches, wait_replicas = 0: {ending:?}");
     assert_eq!(ending.succeeded + ending.failed + ending.stuck.len(), n);
-    assert!(ending.stuck.is_empty(), "{ending:?}");
+    // Without WAIT, what the dead master acknowledged but had not replicated is gone, so a
+    // batch whose step was lost can stay where it was (the run prints how many). Only the
+    // batches submitted before the kill can be among them: those after went to the new
+    // master.
+    assert!(
+        ending.stuck.iter().all(|id| {
+            let n: usize = id.rsplit('/').next().unwrap().parse().unwrap();
+            n <= 24usize.div_ceil(QUEUES.len())
+        }),
+        "{ending:?}"
+    );
 }
