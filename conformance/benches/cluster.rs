@@ -12,6 +12,9 @@
 //! Run: `cargo bench -p keyway-conformance --bench cluster`. `KEYWAY_BENCH_N` sets the message
 //! count per measure (default 12000), `KEYWAY_BENCH_ROUNDS` the rounds (default 3).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,8 +26,7 @@ use keyway_runtime::redis::{
 use keyway_runtime::transport::{
     Delivery, Handler, MessageId, Outcome, OutgoingMessage, Publisher, SubscriptionConfig,
 };
-
-const CONCURRENCY: usize = 50;
+use support::{run_concurrently, CONCURRENCY};
 
 /// Topics per mode: two per master of a freshly created 3-master cluster (whose masters hold
 /// slots 0–5460, 5461–10922 and 10923–16383), so the load reaches all three.
@@ -54,33 +56,6 @@ fn topics() -> Vec<String> {
         }
     }
     picked
-}
-
-async fn run_concurrently<F, Fut>(n: usize, f: F) -> f64
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let f = Arc::new(f);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (f, next) = (f.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                f(i).await;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    n as f64 / started.elapsed().as_secs_f64()
 }
 
 fn message(tag: &str, i: usize, payload: &[u8]) -> OutgoingMessage {

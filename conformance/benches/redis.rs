@@ -11,6 +11,9 @@
 //! count per measure (default 20000), `KEYWAY_BENCH_RATE` the offered load of the latency run
 //! (default 2000 msgs/s for 2 s), `KEYWAY_BENCH_ROUNDS` the rounds (default 5).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,8 +26,7 @@ use keyway_runtime::redis::{
 use keyway_runtime::transport::{
     Delivery, Handler, MessageId, Outcome, OutgoingMessage, Publisher, SubscriptionConfig,
 };
-
-const CONCURRENCY: usize = 50;
+use support::{run_concurrently, CONCURRENCY};
 
 /// How long the latency run offers its load, per round.
 const LATENCY_WINDOW: Duration = Duration::from_secs(2);
@@ -76,33 +78,6 @@ fn redis_benchmark(port: u16, n: usize, payload: &str) -> (f64, f64) {
         .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("cannot read p50 in: {line}"));
     (rate, p50)
-}
-
-async fn run_concurrently<F, Fut>(n: usize, f: F) -> f64
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let f = Arc::new(f);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (f, next) = (f.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                f(i).await;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    n as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Message `i` of round `round` (ids differ between rounds, so publish dedup never drops one).
