@@ -164,8 +164,9 @@ impl Record {
 /// refusal would be an entry in `ACL LOG`, where an operator looks for misuse).
 const CONNECTION: &[&str] = &["ping", "client|id", "info"];
 
-/// Publishing: the publish script (dedup `SET NX`, `TIME`, `XADD`), loaded on first use.
-const PUBLISH: &[&str] = &["evalsha", "script|load", "set", "time", "xadd"];
+/// Publishing: the publish script (dedup `SET NX`, `TIME`, `XADD`), loaded on first use, and
+/// the look at a stream's newest entry for its protocol version before the first publish.
+const PUBLISH: &[&str] = &["evalsha", "script|load", "set", "time", "xadd", "xrevrange"];
 
 /// Consuming: creating the group, the wake-up reads on a connection of its own, trimming, and
 /// every command of the claim, recover, settle, trim and tend scripts (tending removes idle
