@@ -11,5 +11,15 @@ fn main() -> Result<(), keyway_codegen::Error> {
         .out_dir(out.join("conformance_protocol"))
         .compile_protos(&["conformance/conformance.proto"], &["proto"])?;
 
+    // proto2 and proto3 messages shaped like protobuf's conformance test messages, with
+    // protobuf's JSON defaults (lowerCamelCase keys, unknown fields rejected) for the tree.
+    keyway_codegen::Builder::new()
+        .out_dir(out.join("test_messages"))
+        .json_options(keyway_codegen::JsonOptions::protobuf())
+        .compile_protos(
+            &["test_messages/proto2.proto", "test_messages/proto3.proto"],
+            &["proto"],
+        )?;
+
     Ok(())
 }

@@ -108,9 +108,13 @@
 //! # What is generated
 //!
 //! Into `$OUT_DIR` (or [`Builder::out_dir`]), rewriting a file only when its contents change:
-//! - `<package>.rs`: prost-build's structs and enums, one file per package;
+//! - `<package>.rs`: prost-build's structs and enums, one file per package; a message that is
+//!   extended in the compiled tree has a field per extension (named by the extension's full
+//!   name relative to the message's package: `extension_int32`, `scope_ext`), since prost
+//!   keeps no extensions otherwise;
 //! - `<package>.json.rs`: the protobuf-JSON codec of each message and enum (see
-//!   `keyway_runtime::json` for the mapping), written by this crate;
+//!   `keyway_runtime::json` for the mapping), written by this crate, with the tree's JSON
+//!   options ([`Builder::json_options`]);
 //! - `_topics.rs`: the topic bindings (module `topics`);
 //! - `_includes.rs`: the module tree of all packages, `topics`, and `FILE_DESCRIPTOR_SET`;
 //! - `file_descriptor_set.bin`: the encoded `FileDescriptorSet` with imports, source info and
@@ -134,6 +138,7 @@ use std::path::{Path, PathBuf};
 use prost_reflect::{DescriptorPool, FileDescriptor};
 
 pub use diagnostics::{Diagnostic, Location};
+pub use json::{FieldNames, JsonOptions};
 pub use topics::{TopicBinding, TOPIC_KEYS_NUMBER, TOPIC_KEYS_OPTION};
 
 /// Name of the encoded descriptor set written next to the generated code.
@@ -304,6 +309,7 @@ pub struct Builder {
     format: bool,
     topic_keys_extension: Option<String>,
     arbitrary: bool,
+    json: JsonOptions,
 }
 
 impl Default for Builder {
@@ -322,7 +328,36 @@ impl Builder {
             format: true,
             topic_keys_extension: None,
             arbitrary: false,
+            json: JsonOptions::queue(),
         }
+    }
+
+    /// The JSON options of the generated tree: what `keyway_runtime::json::to_vec`,
+    /// `from_slice` and the other entry points without `_with` use for its messages (each
+    /// message's `JsonMessage::JSON_OPTIONS`). Callers can still pass other options per call to
+    /// the `*_with` entry points.
+    ///
+    /// Default: [`JsonOptions::queue`], the queue contract's wire form (proto field names
+    /// written, unknown fields and unknown enum names ignored), so that existing consumers and
+    /// producers keep reading each other. [`JsonOptions::protobuf`] is what protobuf's own
+    /// libraries do by default (lowerCamelCase names, unknown fields rejected), for trees whose
+    /// JSON goes to other protobuf implementations, such as an OTLP/JSON receiver:
+    ///
+    /// ```
+    /// # let out = std::env::temp_dir().join(format!("keyway-json-options-{}", std::process::id()));
+    /// # let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/walkthrough/proto");
+    /// keyway_codegen::Builder::new()
+    /// #   .out_dir(&out)
+    ///     .json_options(keyway_codegen::JsonOptions::protobuf())
+    ///     .compile_protos(&["acme/orders/v1/orders.proto"], &[proto])?;
+    /// # let json = std::fs::read_to_string(out.join("acme.orders.v1.json.rs"))?;
+    /// # assert!(json.contains("JsonOptions::protobuf()"), "{json}");
+    /// # std::fs::remove_dir_all(&out)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn json_options(&mut self, options: JsonOptions) -> &mut Self {
+        self.json = options;
+        self
     }
 
     /// Also emit proptest `Arbitrary` impls for every message (`<package>.arbitrary.rs`), with
@@ -425,9 +460,15 @@ impl Builder {
         let bindings = compiled
             .topic_bindings(self.topic_keys_extension.as_deref())
             .map_err(|d| Error::new(ErrorKind::Compile(d)))?;
+        let extensions = json::extension_fields(pool, &compiled.texts)
+            .map_err(|d| Error::new(ErrorKind::Compile(d)))?;
+        let cycles = json::required_cycles(pool, &compiled.texts);
+        if !cycles.is_empty() {
+            return Err(Error::new(ErrorKind::Compile(cycles)));
+        }
         let mut files = Vec::new();
 
-        let prost_out = self.generate_prost(pool)?;
+        let prost_out = self.generate_prost(pool, &extensions)?;
         for (package, package_files) in &packages {
             let base = file_stem(package);
             let prost_code = prost_out.get(package).cloned().unwrap_or_default();
@@ -435,7 +476,13 @@ impl Builder {
                 name: format!("{base}.rs"),
                 contents: prost_code.into_bytes(),
             });
-            let json = json::generate(package_files, package, &self.runtime_path);
+            let json = json::generate(
+                package_files,
+                package,
+                &self.runtime_path,
+                &self.json,
+                &extensions,
+            );
             files.push(GeneratedFile {
                 name: format!("{base}.json.rs"),
                 contents: self.finish_rust(&format!("{base}.json.rs"), &json)?,
@@ -467,19 +514,28 @@ impl Builder {
         Ok(files)
     }
 
-    fn generate_prost(&mut self, pool: &DescriptorPool) -> Result<BTreeMap<String, String>, Error> {
+    fn generate_prost(
+        &mut self,
+        pool: &DescriptorPool,
+        extensions: &BTreeMap<String, Vec<json::ExtensionField>>,
+    ) -> Result<BTreeMap<String, String>, Error> {
         let runtime = &self.runtime_path;
         self.prost
             .prost_path(format!("{runtime}::__private::prost"))
             .prost_types_path(format!("{runtime}::wkt"))
             .enable_type_names();
-        let requests = pool
+        let mut protos: Vec<prost_types::FileDescriptorProto> = pool
             .file_descriptor_protos()
             .filter(|f| f.package() != "google.protobuf")
+            .cloned()
+            .collect();
+        add_extension_fields(pool, &mut protos, extensions);
+        let requests = protos
+            .into_iter()
             .map(|f| {
                 (
                     prost_build::Module::from_protobuf_package_name(f.package()),
-                    f.clone(),
+                    f,
                 )
             })
             .collect();
@@ -587,6 +643,78 @@ impl ModuleTree {
             out.push_str(&format!("#[doc = {doc:?}]\npub mod {name} {{\n"));
             child.render(out, &package);
             out.push_str("}\n");
+        }
+    }
+}
+
+/// Give every extended message a field per extension of it (see `json::ExtensionField`), in
+/// the descriptors prost-build generates from. The written descriptor set keeps the
+/// extensions as they are declared.
+fn add_extension_fields(
+    pool: &DescriptorPool,
+    protos: &mut [prost_types::FileDescriptorProto],
+    extensions: &BTreeMap<String, Vec<json::ExtensionField>>,
+) {
+    for (message, fields) in extensions {
+        let Some(message) = pool.get_message_by_name(message) else {
+            continue;
+        };
+        let Some(file) = protos
+            .iter_mut()
+            .find(|f| f.name() == message.parent_file().name())
+        else {
+            continue;
+        };
+        // The message's path in its file: (4, index) for a top-level message, then (3, index)
+        // per level of nesting.
+        let path = message.path();
+        let Some(mut target) = path
+            .get(1)
+            .and_then(|&i| file.message_type.get_mut(i as usize))
+        else {
+            continue;
+        };
+        let mut found = true;
+        for pair in path[2..].chunks(2) {
+            match pair
+                .get(1)
+                .and_then(|&i| target.nested_type.get_mut(i as usize))
+            {
+                Some(nested) => target = nested,
+                None => {
+                    found = false;
+                    break;
+                }
+            }
+        }
+        if !found {
+            continue;
+        }
+        let mut locations = Vec::new();
+        for field in fields {
+            let extension = &field.extension;
+            let mut proto = extension.field_descriptor_proto().clone();
+            proto.name = Some(field.field_name.clone());
+            proto.extendee = None;
+            proto.json_name = None;
+            proto.oneof_index = None;
+            proto.proto3_optional = None;
+            // prost-build looks up every field's source location (for its doc comments): the
+            // field gets the extension's.
+            let mut location = extension
+                .parent_file_descriptor_proto()
+                .source_code_info
+                .as_ref()
+                .and_then(|info| info.location.iter().find(|l| l.path == extension.path()))
+                .cloned()
+                .unwrap_or_default();
+            location.path = path.to_vec();
+            location.path.extend([2, target.field.len() as i32]);
+            locations.push(location);
+            target.field.push(proto);
+        }
+        if let Some(info) = file.source_code_info.as_mut() {
+            info.location.extend(locations);
         }
     }
 }

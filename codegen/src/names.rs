@@ -2,7 +2,7 @@
 //! can name the structs, fields, oneof enums and enums prost-build emits.
 
 use heck::{ToSnakeCase, ToUpperCamelCase};
-use prost_reflect::{EnumDescriptor, MessageDescriptor, OneofDescriptor};
+use prost_reflect::{EnumDescriptor, ExtensionDescriptor, MessageDescriptor, OneofDescriptor};
 
 /// prost-build's identifier escaping: raw identifiers for keywords, a `_` suffix for those that
 /// cannot be raw, a `_` prefix for a leading digit.
@@ -117,6 +117,24 @@ fn resolve_from(
         .chain(std::iter::once(upper_camel(last)))
         .collect::<Vec<_>>()
         .join("::")
+}
+
+/// The proto-level name of the field an extension becomes in the message it extends (prost
+/// then snake-cases it): the extension's full name relative to the extended message's package
+/// when it is declared there or below, else its full name, with `.` as `_`. A file-level
+/// `extend` in the same package gives the extension's own name (`extension_int32`); one nested
+/// in a message `Scope` gives `Scope_ext`, generated as `scope_ext`.
+pub(crate) fn extension_field_name(extension: &ExtensionDescriptor) -> String {
+    let package = extension.containing_message().package_name().to_owned();
+    let full = extension.full_name();
+    let relative = if package.is_empty() {
+        full
+    } else {
+        full.strip_prefix(package.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or(full)
+    };
+    relative.replace('.', "_")
 }
 
 /// Module path of a package, as prost-build lays out modules: `keyway::base::change`.

@@ -1,5 +1,7 @@
 //! Every rule of the JSON mapping, on a fixture with every field shape
-//! (`tests/fixtures/kitchen_sink.proto`), compiled by the generator users run.
+//! (`tests/fixtures/kitchen_sink.proto`), compiled by the generator users run; each codec option
+//! both ways; and proto2 and proto3 on the protobuf-shaped test messages
+//! (`conformance/proto/test_messages/`).
 
 use keyway_conformance::kitchen_sink::keyway::fixtures::kitchen::{
     kitchen_sink::{Choice, Mood, Nested},
@@ -443,4 +445,660 @@ fn a_full_message_round_trips() {
     let m = ks(json);
     assert_eq!(&enc(&m), json);
     assert_eq!(ks(&enc(&m)), m);
+}
+
+// Options: each one both ways, on the same messages.
+
+use keyway_runtime::json::{
+    from_str_with, to_string_with, FieldNames, JsonMessage as _, JsonOptions,
+};
+
+fn ks_with(json: &str, options: &JsonOptions) -> KitchenSink {
+    from_str_with(json, options).unwrap_or_else(|e| panic!("{json}: {e}"))
+}
+
+fn rejects_with(json: &str, options: &JsonOptions) -> String {
+    match from_str_with::<KitchenSink>(json, options) {
+        Ok(m) => panic!("{json} was accepted as {m:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_tree_default_is_the_queue_form() {
+    assert_eq!(KitchenSink::JSON_OPTIONS, JsonOptions::queue());
+    let m = KitchenSink {
+        f_int32: 1,
+        ..Default::default()
+    };
+    assert_eq!(enc(&m), to_string_with(&m, &JsonOptions::queue()).unwrap());
+}
+
+#[test]
+fn json_names_are_written_when_asked_and_both_names_are_read_either_way() {
+    let m = KitchenSink {
+        f_int32: 1,
+        camel_case_name: 2,
+        with_json_name: "x".into(),
+        r#type: "t".into(),
+        f_nested: Some(Box::new(Nested {
+            a: 3,
+            corecursive: Some(Box::new(KitchenSink {
+                o_string: Some("deep".into()),
+                ..Default::default()
+            })),
+        })),
+        choice: Some(Choice::CUint32(4)),
+        ..Default::default()
+    };
+    let json_names = JsonOptions::queue().with_field_names(FieldNames::Json);
+    let camel = to_string_with(&m, &json_names).unwrap();
+    assert_eq!(
+        camel,
+        r#"{"fInt32":1,"fNested":{"a":3,"corecursive":{"oString":"deep"}},"cUint32":4,"type":"t","camelCaseName":2,"renamed":"x"}"#
+    );
+    let proto = to_string_with(&m, &JsonOptions::queue()).unwrap();
+    assert_eq!(
+        proto,
+        r#"{"f_int32":1,"f_nested":{"a":3,"corecursive":{"o_string":"deep"}},"c_uint32":4,"type":"t","camelCaseName":2,"with_json_name":"x"}"#
+    );
+    for options in [JsonOptions::queue(), json_names, JsonOptions::protobuf()] {
+        assert_eq!(ks_with(&camel, &options), m);
+        assert_eq!(ks_with(&proto, &options), m);
+    }
+}
+
+#[test]
+fn unknown_fields_are_rejected_with_their_path_when_asked() {
+    let strict = JsonOptions::queue().with_ignore_unknown_fields(false);
+    for (json, why) in [
+        (r#"{"nope":1}"#, r#"unknown field "nope" (at byte 8)"#),
+        (
+            r#"{"f_nested":{"a":1,"zz":[2]}}"#,
+            r#"f_nested: unknown field "zz""#,
+        ),
+        (
+            r#"{"r_nested":[{},{"corecursive":{"x":null}}]}"#,
+            r#"r_nested[1].corecursive: unknown field "x""#,
+        ),
+        (
+            r#"{"m_nested":{"k":{"b":1}}}"#,
+            r#"m_nested["k"]: unknown field "b""#,
+        ),
+        // `@type` belongs to an `Any`, not to other messages.
+        (
+            r#"{"f_nested":{"@type":"x"}}"#,
+            r#"f_nested: unknown field "@type""#,
+        ),
+        (r#"{"w_empty":{"a":1}}"#, r#"w_empty: unknown field "a""#),
+    ] {
+        let e = rejects_with(json, &strict);
+        assert!(e.starts_with(why), "{json}: {e}");
+        // The same documents are fine when unknown fields are ignored.
+        ks_with(json, &JsonOptions::queue());
+    }
+    let long = format!(r#"{{"{}":1}}"#, "k".repeat(500));
+    let e = rejects_with(&long, &strict);
+    assert!(e.len() < 100, "the key is cut short: {e}");
+}
+
+#[test]
+fn unknown_enum_names_follow_the_unknown_fields_option() {
+    let strict = JsonOptions::queue().with_ignore_unknown_fields(false);
+    let mood = "keyway.fixtures.kitchen.KitchenSink.Mood";
+    for (json, path) in [
+        (r#"{"f_mood":"SLEEPY"}"#, "f_mood"),
+        (r#"{"o_mood":"SLEEPY"}"#, "o_mood"),
+        (r#"{"r_mood":["HAPPY","SLEEPY"]}"#, "r_mood[1]"),
+        (r#"{"m_mood":{"a":"SLEEPY"}}"#, r#"m_mood["a"]"#),
+        (r#"{"c_mood":"SLEEPY"}"#, "c_mood"),
+    ] {
+        let e = rejects_with(json, &strict);
+        assert!(
+            e.starts_with(&format!(r#"{path}: unknown enum name "SLEEPY" for {mood}"#)),
+            "{json}: {e}"
+        );
+        // Ignored (the element or entry dropped) under the queue's options.
+        let m = ks_with(json, &JsonOptions::queue());
+        assert_eq!(m.f_mood, 0);
+        assert_eq!(m.o_mood, None);
+        assert!(!m.m_mood.contains_key("a"));
+        assert_eq!(m.choice, None);
+    }
+    // Unknown *numbers* of an open enum are values, whatever the options.
+    assert_eq!(ks_with(r#"{"f_mood":9}"#, &strict).f_mood, 9);
+    assert!(rejects_with(r#"{"c_null":"NOPE"}"#, &strict)
+        .starts_with(r#"c_null: unknown enum name "NOPE" for google.protobuf.NullValue"#));
+}
+
+#[test]
+fn default_values_are_written_when_asked_for_fields_without_presence_only() {
+    let emit = JsonOptions::queue().with_emit_default_values(true);
+    let json = to_string_with(&KitchenSink::default(), &emit).unwrap();
+    for present in [
+        r#""f_int32":0"#,
+        r#""f_int64":"0""#,
+        r#""f_float":0"#,
+        r#""f_bool":false"#,
+        r#""f_string":"""#,
+        r#""f_bytes":"""#,
+        r#""f_mood":"MOOD_UNSPECIFIED""#,
+        r#""f_level":"LEVEL_UNSPECIFIED""#,
+        r#""r_int32":[]"#,
+        r#""r_nested":[]"#,
+        r#""m_int32":{}"#,
+        r#""m_value":{}"#,
+        r#""r_value":[]"#,
+    ] {
+        assert!(json.contains(present), "{present} not in {json}");
+    }
+    for absent in [
+        "f_nested",
+        "o_int32",
+        "o_mood",
+        "w_int32",
+        "w_timestamp",
+        "w_any",
+        "c_uint32",
+    ] {
+        assert!(!json.contains(absent), "{absent} in {json}");
+    }
+    assert_eq!(ks(&json), KitchenSink::default());
+    assert_eq!(enc(&KitchenSink::default()), "{}");
+    // Keys and defaults combine.
+    let both = emit.with_field_names(FieldNames::Json);
+    assert!(to_string_with(&KitchenSink::default(), &both)
+        .unwrap()
+        .starts_with(r#"{"fInt32":0,"fInt64":"0","#));
+}
+
+#[test]
+fn enums_are_written_as_numbers_when_asked() {
+    let m = ks(
+        r#"{"f_mood":"GRUMPY","r_mood":["HAPPY",7],"m_mood":{"a":"HAPPY"},"c_null":null,"f_level":"LOUD"}"#,
+    );
+    let numbers = JsonOptions::queue().with_enums_as_numbers(true);
+    let json = to_string_with(&m, &numbers).unwrap();
+    assert_eq!(
+        json,
+        r#"{"f_mood":2,"f_level":2,"r_mood":[1,7],"m_mood":{"a":1},"c_null":null}"#
+    );
+    assert_eq!(ks(&json), m);
+    assert_eq!(
+        enc(&m),
+        r#"{"f_mood":"GRUMPY","f_level":"HIGH","r_mood":["HAPPY",7],"m_mood":{"a":"HAPPY"},"c_null":null}"#
+    );
+}
+
+#[test]
+fn options_reach_into_any_and_allow_its_type_key() {
+    json::register::<KitchenSink>();
+    let packed = KitchenSink {
+        f_int32: 5,
+        ..Default::default()
+    };
+    let m = KitchenSink {
+        w_any: Some(wkt::Any {
+            type_url: "type.googleapis.com/keyway.fixtures.kitchen.KitchenSink".into(),
+            value: prost::Message::encode_to_vec(&packed),
+        }),
+        ..Default::default()
+    };
+    let json = to_string_with(&m, &JsonOptions::protobuf()).unwrap();
+    assert_eq!(
+        json,
+        r#"{"wAny":{"@type":"type.googleapis.com/keyway.fixtures.kitchen.KitchenSink","fInt32":5}}"#
+    );
+    // `@type` is no unknown field of the packed message, even when unknown fields are rejected.
+    assert_eq!(ks_with(&json, &JsonOptions::protobuf()), m);
+    let e = rejects_with(
+        r#"{"w_any":{"@type":"type.googleapis.com/keyway.fixtures.kitchen.KitchenSink","f_int32":5,"zz":1}}"#,
+        &JsonOptions::protobuf(),
+    );
+    assert!(e.starts_with(r#"w_any: unknown field "zz""#), "{e}");
+    // A well-known type in an Any has only `@type` and `value`.
+    let wkt_extra =
+        r#"{"w_any":{"@type":"type.googleapis.com/google.protobuf.Duration","value":"1s","x":1}}"#;
+    assert!(rejects_with(wkt_extra, &JsonOptions::protobuf())
+        .starts_with(r#"w_any: unknown field "x""#));
+    assert!(ks(wkt_extra).w_any.is_some());
+}
+
+#[test]
+fn any_type_urls_need_a_slash_and_special_forms_need_their_value() {
+    let e = rejects(r#"{"w_any":{"@type":"google.protobuf.Value","value":1}}"#);
+    assert!(
+        e.starts_with(r#"w_any.@type: Any "@type" must be a type URL with a `/`"#),
+        "{e}"
+    );
+    for name in [
+        "Value",
+        "Struct",
+        "ListValue",
+        "Timestamp",
+        "Duration",
+        "Int32Value",
+    ] {
+        let json =
+            format!(r#"{{"w_any":{{"@type":"type.googleapis.com/google.protobuf.{name}"}}}}"#);
+        let e = rejects(&json);
+        assert!(
+            e.starts_with(&format!(
+                r#"w_any: Any of google.protobuf.{name} has no "value""#
+            )),
+            "{json}: {e}"
+        );
+    }
+    // Empty has no special form: its fields (none) are inline.
+    let empty = r#"{"w_any":{"@type":"type.googleapis.com/google.protobuf.Empty"}}"#;
+    assert_eq!(enc(&ks(empty)), empty);
+    // A value of `null` is a Value.
+    let null = r#"{"w_any":{"@type":"type.googleapis.com/google.protobuf.Value","value":null}}"#;
+    assert_eq!(enc(&ks(null)), null);
+    // An Any holds its message in the binary format, which nests at most 100 messages: a
+    // Value list nested 60 deep is 120 of them. Fine as a plain field, rejected in an Any.
+    let deep = format!("{}null{}", "[".repeat(60), "]".repeat(60));
+    let plain = format!(r#"{{"w_value":{deep}}}"#);
+    assert_eq!(enc(&ks(&plain)), plain);
+    let packed = format!(
+        r#"{{"w_any":{{"@type":"type.googleapis.com/google.protobuf.Value","value":{deep}}}}}"#
+    );
+    let e = rejects(&packed);
+    assert!(
+        e.starts_with(
+            "w_any: Any of google.protobuf.Value nests deeper than its binary form allows"
+        ),
+        "{e}"
+    );
+    // What cannot be read is not written either.
+    let no_slash = KitchenSink {
+        w_any: Some(wkt::Any {
+            type_url: "google.protobuf.Empty".into(),
+            value: Vec::new(),
+        }),
+        ..Default::default()
+    };
+    let e = to_string(&no_slash).unwrap_err().to_string();
+    assert!(e.contains("has no `/`"), "{e}");
+}
+
+/// The proto2 and proto3 messages shaped like protobuf's conformance test messages: generated
+/// with protobuf's JSON defaults for their tree, compiled by the conformance crate's build.
+mod test_messages {
+    use keyway_conformance::test_messages::protobuf_test_messages::{proto2, proto3};
+    use keyway_runtime::json::{
+        from_str, from_str_with, to_string, to_string_with, JsonMessage as _, JsonOptions,
+    };
+    use prost::Message as _;
+    use proto2::{
+        test_all_required_types_proto2 as required, test_all_types_proto2 as p2,
+        TestAllRequiredTypesProto2, TestAllTypesProto2,
+    };
+    use proto3::{test_all_types_proto3 as p3, TestAllTypesProto3};
+
+    fn p2(json: &str) -> TestAllTypesProto2 {
+        from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"))
+    }
+
+    fn p3(json: &str) -> TestAllTypesProto3 {
+        from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"))
+    }
+
+    fn p2_rejects(json: &str) -> String {
+        match from_str::<TestAllTypesProto2>(json) {
+            Ok(m) => panic!("{json} was accepted as {m:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Decode, encode, decode again: the same message, and the same bytes as `json`.
+    fn round_trips<M>(json: &str)
+    where
+        M: keyway_runtime::json::JsonMessage + PartialEq + std::fmt::Debug,
+    {
+        let m: M = from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+        let out = to_string(&m).unwrap();
+        assert_eq!(out, json);
+        assert_eq!(from_str::<M>(&out).unwrap(), m);
+    }
+
+    #[test]
+    fn the_tree_uses_protobufs_defaults() {
+        assert_eq!(TestAllTypesProto3::JSON_OPTIONS, JsonOptions::protobuf());
+        assert_eq!(TestAllTypesProto2::JSON_OPTIONS, JsonOptions::protobuf());
+        let m = TestAllTypesProto3 {
+            optional_int32: 1,
+            ..Default::default()
+        };
+        assert_eq!(to_string(&m).unwrap(), r#"{"optionalInt32":1}"#);
+        // Unknown fields are rejected by default here, and can be ignored per call.
+        let unknown = r#"{"optionalInt32":1,"unknown":2}"#;
+        assert!(from_str::<TestAllTypesProto3>(unknown).is_err());
+        let lenient = JsonOptions::protobuf().with_ignore_unknown_fields(true);
+        assert_eq!(
+            from_str_with::<TestAllTypesProto3>(unknown, &lenient).unwrap(),
+            m
+        );
+        // And the queue's form is one option away.
+        assert_eq!(
+            to_string_with(&m, &JsonOptions::queue()).unwrap(),
+            r#"{"optional_int32":1}"#
+        );
+    }
+
+    #[test]
+    fn every_proto3_field_shape_round_trips() {
+        round_trips::<TestAllTypesProto3>(concat!(
+            r#"{"optionalInt32":-1,"optionalInt64":"-2","optionalUint32":3,"optionalUint64":"4","#,
+            r#""optionalSint32":-5,"optionalSint64":"-6","optionalFixed32":7,"optionalFixed64":"8","#,
+            r#""optionalSfixed32":-9,"optionalSfixed64":"-10","optionalFloat":1.5,"optionalDouble":-2.25,"#,
+            r#""optionalBool":true,"optionalString":"s","optionalBytes":"AQI=","#,
+            r#""optionalNestedMessage":{"a":1,"corecursive":{"optionalInt32":2}},"#,
+            r#""optionalForeignMessage":{"c":3},"optionalNestedEnum":"NEG","optionalForeignEnum":"FOREIGN_BAZ","#,
+            r#""optionalAliasedEnum":"ALIAS_BAZ","optionalStringPiece":"p","optionalCord":"c","#,
+            r#""recursiveMessage":{"optionalUint32":1},"repeatedInt32":[1,-1],"repeatedInt64":["1"],"#,
+            r#""repeatedFloat":["Infinity","-Infinity",0.1],"repeatedBytes":["","AA=="],"#,
+            r#""repeatedNestedMessage":[{},{"a":1}],"repeatedNestedEnum":["FOO",123],"#,
+            r#""mapInt32Int32":{"-1":1,"2":2},"mapInt64Int64":{"-3":"3"},"mapUint64Uint64":{"18446744073709551615":"1"},"#,
+            r#""mapBoolBool":{"false":true,"true":false},"mapStringBytes":{"k":"AA=="},"#,
+            r#""mapStringNestedMessage":{"m":{"a":1}},"mapStringForeignEnum":{"e":"FOREIGN_BAR"},"#,
+            r#""packedInt32":[1],"packedNestedEnum":["BAR"],"unpackedDouble":[1e+300],"#,
+            r#""oneofNullValue":null,"optionalBoolWrapper":false,"optionalInt64Wrapper":"0","#,
+            r#""optionalBytesWrapper":"","repeatedUint32Wrapper":[0,1],"repeatedStringWrapper":["a"],"#,
+            r#""optionalDuration":"-1.500s","optionalTimestamp":"1970-01-01T00:00:00.000001Z","#,
+            r#""optionalFieldMask":"fooBar,baz","optionalStruct":{"a":[null,true,{"b":"c"}]},"#,
+            r#""optionalAny":{"@type":"type.googleapis.com/google.protobuf.Duration","value":"1s"},"#,
+            r#""optionalValue":1.5,"repeatedDuration":["0s"],"#,
+            r#""repeatedTimestamp":["9999-12-31T23:59:59.999999999Z"],"repeatedFieldmask":[""],"#,
+            r#""repeatedAny":[{}],"repeatedValue":[null,"x"],"repeatedListValue":[[]],"#,
+            r#""repeatedStruct":[{}],"fieldname1":1,"FieldName18":18}"#
+        ));
+    }
+
+    #[test]
+    fn json_names_of_odd_field_names_are_the_descriptors() {
+        let pool = prost_reflect::DescriptorPool::decode(
+            keyway_conformance::test_messages::FILE_DESCRIPTOR_SET,
+        )
+        .unwrap();
+        let descriptor = pool
+            .get_message_by_name("protobuf_test_messages.proto3.TestAllTypesProto3")
+            .unwrap();
+        let m = TestAllTypesProto3 {
+            fieldname1: 1,
+            field_name2: 2,
+            field_name3: 3,
+            field_name4: 4,
+            field0name5: 5,
+            field_0_name6: 6,
+            field_name7: 7,
+            field_name8: 8,
+            field_name9: 9,
+            field_name10: 10,
+            field_name11: 11,
+            field_name12: 12,
+            field_name13: 13,
+            field_name14: 14,
+            field_name15: 15,
+            field_name16: 16,
+            field_name17: 17,
+            field_name18: 18,
+            ..Default::default()
+        };
+        for (options, json_names) in [
+            (JsonOptions::protobuf(), true),
+            (JsonOptions::queue(), false),
+        ] {
+            let json = to_string_with(&m, &options).unwrap();
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            let object = value.as_object().unwrap();
+            assert_eq!(object.len(), 18, "{json}");
+            for number in 401..=418 {
+                let field = descriptor.get_field(number).unwrap();
+                let key = if json_names {
+                    field.json_name()
+                } else {
+                    field.name()
+                };
+                assert_eq!(
+                    object[key],
+                    serde_json::json!(number - 400),
+                    "{key} in {json}"
+                );
+            }
+            assert_eq!(from_str::<TestAllTypesProto3>(&json).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn open_enums_keep_unknown_numbers_and_aliases_read() {
+        let m = p3(r#"{"optionalNestedEnum":123,"optionalAliasedEnum":"bAz"}"#);
+        assert_eq!(m.optional_nested_enum, 123);
+        assert_eq!(m.optional_aliased_enum, p3::AliasedEnum::AliasBaz as i32);
+        assert_eq!(
+            to_string(&m).unwrap(),
+            r#"{"optionalNestedEnum":123,"optionalAliasedEnum":"ALIAS_BAZ"}"#
+        );
+        for alias in ["MOO", "moo", "bAz", "ALIAS_BAZ"] {
+            let m = p3(&format!(r#"{{"optionalAliasedEnum":"{alias}"}}"#));
+            assert_eq!(m.optional_aliased_enum, 2, "{alias}");
+        }
+    }
+
+    #[test]
+    fn closed_enums_hold_only_their_values() {
+        let name = "protobuf_test_messages.proto2.TestAllTypesProto2.NestedEnum";
+        for (json, path) in [
+            (r#"{"optionalNestedEnum":7}"#, "optional_nested_enum"),
+            (r#"{"repeatedNestedEnum":[1,7]}"#, "repeated_nested_enum[1]"),
+            (
+                r#"{"mapStringNestedEnum":{"k":7}}"#,
+                r#"map_string_nested_enum["k"]"#,
+            ),
+            (r#"{"oneofEnum":7}"#, "oneof_enum"),
+        ] {
+            let e = p2_rejects(json);
+            assert!(
+                e.starts_with(&format!(
+                    "{path}: 7 is not a value of the closed enum {name}"
+                )),
+                "{json}: {e}"
+            );
+        }
+        // Ignored like an unknown field when unknown fields are.
+        let lenient = JsonOptions::protobuf().with_ignore_unknown_fields(true);
+        let m: TestAllTypesProto2 = from_str_with(
+            r#"{"optionalNestedEnum":7,"repeatedNestedEnum":[1,7,-1],"mapStringNestedEnum":{"k":7,"l":2}}"#,
+            &lenient,
+        )
+        .unwrap();
+        assert_eq!(m.optional_nested_enum, None);
+        assert_eq!(m.repeated_nested_enum, vec![1, -1]);
+        assert_eq!(m.map_string_nested_enum.len(), 1);
+        // A number without a name (from the binary format, or set in Rust) is written as if
+        // absent, as protobuf's libraries keep it among the unknown fields.
+        let m = TestAllTypesProto2 {
+            optional_nested_enum: Some(7),
+            optional_foreign_enum: Some(1),
+            repeated_nested_enum: vec![7, 1, 7],
+            packed_nested_enum: vec![7],
+            map_string_nested_enum: [("k".to_owned(), 7), ("l".to_owned(), 0)].into(),
+            oneof_field: Some(p2::OneofField::OneofEnum(7)),
+            ..Default::default()
+        };
+        assert_eq!(
+            to_string(&m).unwrap(),
+            r#"{"optionalForeignEnum":"FOREIGN_BAR","repeatedNestedEnum":["BAR"],"mapStringNestedEnum":{"l":"FOO"}}"#
+        );
+        let emit = JsonOptions::protobuf().with_emit_default_values(true);
+        assert!(to_string_with(&m, &emit)
+            .unwrap()
+            .contains(r#""packedNestedEnum":[]"#));
+    }
+
+    #[test]
+    fn proto2_fields_have_presence_and_declared_defaults() {
+        let m = p2("{}");
+        assert_eq!(m.optional_int32, None);
+        assert_eq!(m.default_int32, None);
+        assert_eq!(m.default_int32(), -123_456_789);
+        assert_eq!(m.default_string(), "Rosebud");
+        assert_eq!(m.default_bytes(), b"joshua");
+        assert_eq!(to_string(&m).unwrap(), "{}");
+        // Set fields are written even at the type's zero; emitting defaults changes nothing for
+        // fields with presence.
+        let json =
+            r#"{"optionalInt32":0,"optionalString":"","defaultInt32":0,"defaultBool":false}"#;
+        round_trips::<TestAllTypesProto2>(json);
+        let emit = JsonOptions::protobuf().with_emit_default_values(true);
+        let out = to_string_with(&p2(r#"{"optionalInt32":0}"#), &emit).unwrap();
+        assert!(
+            out.starts_with(r#"{"optionalInt32":0,"repeatedInt32":[],"#),
+            "{out}"
+        );
+        assert!(!out.contains("optionalInt64"), "{out}");
+    }
+
+    #[test]
+    fn groups_are_keyed_by_their_field_name() {
+        round_trips::<TestAllTypesProto2>(
+            r#"{"data":{"groupInt32":1,"groupUint32":2},"multiwordgroupfield":{"groupInt32":3}}"#,
+        );
+        let m = p2(r#"{"data":{"group_int32":1},"multiwordgroupfield":{}}"#);
+        assert_eq!(m.data.as_ref().unwrap().group_int32, Some(1));
+        assert_eq!(
+            to_string_with(&m, &JsonOptions::queue()).unwrap(),
+            r#"{"data":{"group_int32":1},"multiwordgroupfield":{}}"#
+        );
+        // The binary form is a group (start and end tags), read back by prost.
+        let bytes = m.encode_to_vec();
+        assert_eq!(bytes[..2], [0xcb, 0x0c], "start group, field 201");
+        assert_eq!(TestAllTypesProto2::decode(bytes.as_slice()).unwrap(), m);
+    }
+
+    #[test]
+    fn extensions_are_bracketed_full_names() {
+        // In field-number order, extensions among the fields: 120, 121, 500 and, inside, the
+        // extensions 1547769 and 123456789.
+        let json = concat!(
+            r#"{"[protobuf_test_messages.proto2.extension_int32]":1,"#,
+            r#""[protobuf_test_messages.proto2.groupfield]":{"groupInt32":5},"#,
+            r#""messageSetCorrect":{"#,
+            r#""[protobuf_test_messages.proto2.TestAllTypesProto2.MessageSetCorrectExtension1.message_set_extension]":{"str":"a"},"#,
+            r#""[protobuf_test_messages.proto2.TestAllTypesProto2.ExtensionWithOneof.extension_with_oneof]":{"b":2}}}"#
+        );
+        round_trips::<TestAllTypesProto2>(json);
+        let m = p2(json);
+        assert_eq!(m.extension_int32, Some(1));
+        assert_eq!(m.groupfield.as_ref().unwrap().group_int32, Some(5));
+        let set = m.message_set_correct.as_ref().unwrap();
+        assert_eq!(
+            set.test_all_types_proto2_message_set_correct_extension1_message_set_extension
+                .as_ref()
+                .unwrap()
+                .str
+                .as_deref(),
+            Some("a")
+        );
+        // The same key whatever the key option.
+        assert!(to_string_with(&m, &JsonOptions::queue())
+            .unwrap()
+            .contains(r#""[protobuf_test_messages.proto2.extension_int32]":1"#));
+        // In the binary format an extension is a field of its number (120: tag bytes c0 07).
+        let bytes = TestAllTypesProto2 {
+            extension_int32: Some(1),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(bytes, [0xc0, 0x07, 0x01]);
+        assert_eq!(
+            TestAllTypesProto2::decode(bytes.as_slice())
+                .unwrap()
+                .extension_int32,
+            Some(1)
+        );
+        // An extension the tree does not declare is an unknown field.
+        let unknown = r#"{"[protobuf_test_messages.proto2.nope]":1}"#;
+        assert!(p2_rejects(unknown)
+            .starts_with(r#"unknown field "[protobuf_test_messages.proto2.nope]""#));
+        let lenient = JsonOptions::protobuf().with_ignore_unknown_fields(true);
+        assert_eq!(
+            from_str_with::<TestAllTypesProto2>(unknown, &lenient).unwrap(),
+            TestAllTypesProto2::default()
+        );
+        // An extension is given once, like any field.
+        assert!(p2_rejects(
+            r#"{"[protobuf_test_messages.proto2.extension_int32]":1,"[protobuf_test_messages.proto2.extension_int32]":2}"#
+        )
+        .contains("more than once"));
+    }
+
+    #[test]
+    fn required_fields_are_plain_values_always_written() {
+        // Absent required fields read as their defaults, the declared ones included, as
+        // protobuf's C++ and Python JSON parsers do; prost has no "missing" for them.
+        let m: TestAllRequiredTypesProto2 = from_str("{}").unwrap();
+        assert_eq!(m, TestAllRequiredTypesProto2::default());
+        assert_eq!(m.required_int32, 0);
+        assert_eq!(m.default_int32, -123_456_789);
+        assert_eq!(m.default_string, "Rosebud");
+        let json = to_string(&m).unwrap();
+        for key in [
+            r#""requiredInt32":0"#,
+            r#""requiredString":"""#,
+            r#""requiredNestedMessage":{"a":0}"#,
+            r#""requiredForeignMessage":{}"#,
+            r#""requiredNestedEnum":"FOO""#,
+            r#""data":{"groupInt32":0,"groupUint32":0}"#,
+            r#""defaultInt32":-123456789"#,
+            r#""defaultUint64":"10123456789123456789""#,
+            r#""defaultFloat":9000000000"#,
+            r#""defaultDouble":7e+22"#,
+            r#""defaultBytes":"am9zaHVh""#,
+        ] {
+            assert!(json.contains(key), "{key} not in {json}");
+        }
+        assert!(!json.contains("optionalRecursiveMessage"), "{json}");
+        assert_eq!(from_str::<TestAllRequiredTypesProto2>(&json).unwrap(), m);
+        // `null` keeps the default too.
+        let m: TestAllRequiredTypesProto2 =
+            from_str(r#"{"defaultInt32":null,"requiredNestedMessage":null}"#).unwrap();
+        assert_eq!(m.default_int32, -123_456_789);
+        // Set values, boxed recursion included.
+        let m = TestAllRequiredTypesProto2 {
+            required_int32: 5,
+            required_nested_message: Box::new(required::NestedMessage {
+                a: 1,
+                corecursive: None,
+                optional_corecursive: None,
+            }),
+            recursive_message: Some(Box::default()),
+            data: required::Data {
+                group_int32: 2,
+                group_uint32: 3,
+            },
+            ..Default::default()
+        };
+        let back: TestAllRequiredTypesProto2 = from_str(&to_string(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(
+            TestAllRequiredTypesProto2::decode(m.encode_to_vec().as_slice()).unwrap(),
+            m
+        );
+    }
+
+    #[test]
+    fn proto2_messages_round_trip_through_both_formats() {
+        let json = concat!(
+            r#"{"optionalInt32":1,"optionalNestedMessage":{"a":2,"corecursive":{"optionalBool":true}},"#,
+            r#""optionalNestedEnum":"NEG","repeatedInt64":["-1"],"packedFixed32":[1,2],"#,
+            r#""mapInt32NestedMessage":{"1":{"a":1}},"mapInt32Bool":{"2":true},"oneofString":"o","#,
+            r#""data":{"groupUint32":4},"defaultString":"set","fieldName7":7}"#
+        );
+        round_trips::<TestAllTypesProto2>(json);
+        let m = p2(json);
+        let binary = TestAllTypesProto2::decode(m.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(binary, m);
+        assert_eq!(to_string(&binary).unwrap(), json);
+    }
 }

@@ -39,7 +39,9 @@ pub mod __private {
     pub use crate::json::codec::*;
     pub use crate::json::read::Parser;
     pub use crate::json::write::Writer;
-    pub use crate::json::{DecodeError, EncodeError, JsonEnum, JsonMessage};
+    pub use crate::json::{
+        DecodeError, EncodeError, FieldNames, JsonEnum, JsonMessage, JsonOptions,
+    };
     pub use crate::stub::{Consumer, Producer};
     pub use crate::topic::{Contract, Topic, UnknownTopicKey};
     #[cfg(feature = "proptest")]

@@ -13,6 +13,7 @@ impl ::keyway_runtime::__private::JsonMessage for OrderPlaced {
             w,
             first,
             b"\"order_id\":",
+            b"\"orderId\":",
             &self.order_id,
             ::keyway_runtime::__private::Str,
         )?;
@@ -20,6 +21,7 @@ impl ::keyway_runtime::__private::JsonMessage for OrderPlaced {
             w,
             first,
             b"\"total_cents\":",
+            b"\"totalCents\":",
             &self.total_cents,
             ::keyway_runtime::__private::Int64,
         )?;
@@ -61,7 +63,7 @@ impl ::keyway_runtime::__private::JsonMessage for OrderPlaced {
                         ::keyway_runtime::__private::Int64,
                     )?;
                 }
-                _ => p.skip_value()?,
+                _ => p.unknown_field(&key)?,
             }
         }
         Ok(msg)

@@ -20,8 +20,9 @@ use super::JsonMessage;
 
 /// Writes the members after `"@type":"…"` (each preceded by a comma) from the binary value.
 type EncodeFn = fn(&[u8], &mut Writer) -> Result<(), EncodeError>;
-/// Reads the whole `Any` object (skipping `@type`) and returns the binary value.
-type DecodeFn = fn(&mut Parser<'_>) -> Result<Vec<u8>, DecodeError>;
+/// Reads the whole `Any` object (skipping `@type`) and returns the binary value. The `&str` is
+/// the packed type's full name, for errors.
+type DecodeFn = fn(&mut Parser<'_>, &str) -> Result<Vec<u8>, DecodeError>;
 
 #[derive(Clone, Copy)]
 struct Entry {
@@ -143,8 +144,13 @@ where
         .insert(M::full_name(), entry);
 }
 
-fn lookup(type_url: &str) -> Option<Entry> {
-    let name = type_url.rsplit('/').next().unwrap_or(type_url);
+/// The full name a type URL names: what follows its last `/`. `None` without a `/`: protobuf's
+/// C++ and Go libraries require one (`type.googleapis.com/pkg.Message`).
+fn type_name(type_url: &str) -> Option<&str> {
+    type_url.rsplit_once('/').map(|(_, name)| name)
+}
+
+fn lookup(name: &str) -> Option<Entry> {
     registry()
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -201,7 +207,7 @@ fn encode_fields<M: JsonMessage + ProstMessage + Default>(
     w: &mut Writer,
 ) -> Result<(), EncodeError> {
     let message: M = unpack(bytes)?;
-    let mut inner = Writer::default();
+    let mut inner = Writer::with_capacity(64, *w.options());
     message.encode_json(&mut inner)?;
     let inner = inner.as_bytes();
     // `{…}` → `,…` (nothing for `{}`).
@@ -212,11 +218,35 @@ fn encode_fields<M: JsonMessage + ProstMessage + Default>(
     Ok(())
 }
 
-fn decode_fields<M: JsonMessage + ProstMessage>(
+fn decode_fields<M: JsonMessage + ProstMessage + Default>(
     p: &mut Parser<'_>,
+    type_name: &str,
 ) -> Result<Vec<u8>, DecodeError> {
-    // `@type` is not a field name, so the message's own decoder skips it as unknown.
-    M::decode_json(p).map(|m| m.encode_to_vec())
+    let start = p.offset();
+    // `@type` is not a field name; the message's own decoder skips it, in this object only.
+    let bytes = p.packed_message(M::decode_json)?.encode_to_vec();
+    unpackable::<M>(p, start, type_name, bytes)
+}
+
+/// `bytes`, if they unpack again: an `Any` holds its message in the binary format, whose
+/// decoder limits nesting to 100 messages, while the JSON read here may nest deeper in message
+/// terms (every level of a `google.protobuf.Value` list is two messages). What could not be
+/// unpacked could not be written back, so it is rejected here.
+fn unpackable<M: ProstMessage + Default>(
+    p: &Parser<'_>,
+    start: usize,
+    type_name: &str,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>, DecodeError> {
+    // Bytes just encoded can only fail to decode on nesting (prost's error would list every
+    // level, so it is not quoted).
+    match M::decode(bytes.as_slice()) {
+        Ok(_) => Ok(bytes),
+        Err(_) => Err(p.invalid(
+            start,
+            format!("Any of {type_name} nests deeper than its binary form allows (100 messages)"),
+        )),
+    }
 }
 
 fn encode_special<T, C>(bytes: &[u8], w: &mut Writer) -> Result<(), EncodeError>
@@ -229,11 +259,12 @@ where
     C::default().encode(&value, w)
 }
 
-fn decode_special<T, C>(p: &mut Parser<'_>) -> Result<Vec<u8>, DecodeError>
+fn decode_special<T, C>(p: &mut Parser<'_>, type_name: &str) -> Result<Vec<u8>, DecodeError>
 where
     T: ProstMessage + Default,
     C: Codec<T> + Default,
 {
+    let start = p.offset();
     p.begin_object()?;
     let mut first = true;
     let mut value = None;
@@ -243,14 +274,28 @@ where
                 return Err(p.error(DecodeErrorKind::DuplicateField("value")))
             }
             "value" => {
-                value = C::default()
-                    .decode(p)
-                    .map_err(|e| e.push(PathSegment::Field("value")))?
+                value = Some(
+                    C::default()
+                        .decode(p)
+                        .map_err(|e| e.push(PathSegment::Field("value")))?,
+                )
             }
-            _ => p.skip_value()?,
+            "@type" => p.skip_value()?,
+            _ => p.unknown_field(&key)?,
         }
     }
-    Ok(value.unwrap_or_default().encode_to_vec())
+    match value {
+        // `Ok(None)` (a value to ignore) cannot come from these codecs; read it as the default.
+        Some(value) => unpackable::<T>(
+            p,
+            start,
+            type_name,
+            value.unwrap_or_default().encode_to_vec(),
+        ),
+        // The special form is the value: without it there is nothing to read (and a
+        // `google.protobuf.Value` would have no kind, which cannot be written back).
+        None => Err(p.invalid(start, format!("Any of {type_name} has no \"value\""))),
+    }
 }
 
 impl JsonMessage for Any {
@@ -259,7 +304,13 @@ impl JsonMessage for Any {
             w.raw(b"{}");
             return Ok(());
         }
-        let entry = lookup(&self.type_url).ok_or_else(|| {
+        let name = type_name(&self.type_url).ok_or_else(|| {
+            EncodeError::new(format!(
+                "Any type URL {:?} has no `/` (expected type.googleapis.com/<full name>)",
+                self.type_url
+            ))
+        })?;
+        let entry = lookup(name).ok_or_else(|| {
             EncodeError::new(format!(
                 "Any type {:?} is not registered (see keyway_runtime::json::register)",
                 self.type_url
@@ -301,13 +352,20 @@ impl JsonMessage for Any {
             }
             return Err(p.invalid(p.offset(), "Any has fields but no \"@type\""));
         };
-        let entry = lookup(&type_url).ok_or_else(|| {
+        let name = type_name(&type_url).ok_or_else(|| {
+            p.invalid(
+                at,
+                "Any \"@type\" must be a type URL with a `/`, such as \"type.googleapis.com/pkg.Message\"",
+            )
+            .push(PathSegment::Field("@type"))
+        })?;
+        let entry = lookup(name).ok_or_else(|| {
             p.invalid(at, "Any \"@type\" names a type that is not registered (see keyway_runtime::json::register)")
                 .push(PathSegment::Field("@type"))
         })?;
         let end = p.checkpoint();
         p.rewind(checkpoint);
-        let value = (entry.decode)(p)?;
+        let value = (entry.decode)(p, name)?;
         debug_assert_eq!(p.checkpoint(), end);
         Ok(Any { type_url, value })
     }

@@ -6,13 +6,18 @@
 //! (boxed or not, wrapper types mapped to primitives).
 //!
 //! The rules they implement, for every field:
-//! - written only when not the default (proto3 scalars), when present (`optional`, messages,
-//!   oneof members, wrappers), or when not empty (repeated, maps);
+//! - written only when not the default (proto3 scalars), when present (`optional`, proto2
+//!   fields, messages, oneof members, wrappers, extensions), always (proto2 `required`), or
+//!   when not empty (repeated, maps); with the option to emit default values, fields without
+//!   presence are written at their default too;
 //! - `null` reads as the default (absent for presence fields, empty for repeated and maps),
 //!   except for `google.protobuf.Value` and `NullValue`, where `null` is the value itself;
 //! - `null` as an element of a list or a map value is rejected, for the same reason;
-//! - an unknown enum name is ignored like an unknown field: the field keeps its default, the
-//!   list element or map entry is dropped.
+//! - an unknown enum name, and a number that is no value of a closed enum, follow the
+//!   unknown-fields option: ignored like an unknown field (the field keeps its default, the
+//!   list element or map entry is dropped) or rejected with the path;
+//! - a number that is no value of a closed enum is written as if absent (protobuf's libraries
+//!   keep it among the unknown fields, which JSON does not show).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -27,8 +32,18 @@ use super::{JsonEnum, JsonMessage};
 pub trait Codec<T> {
     /// Whether JSON `null` is a value of this type rather than "absent".
     const NULL_IS_VALUE: bool = false;
+    /// Whether some values have no JSON form and are written as if absent (see
+    /// [`Codec::is_unknown`]). Lets the writers skip the check for every other type.
+    const MAY_BE_UNKNOWN: bool = false;
     /// Whether `v` is the proto3 default, omitted on write.
     fn is_default(&self, v: &T) -> bool;
+    /// Whether `v` is a value the JSON form has no place for, written as if absent: a number
+    /// that is no value of a closed (proto2) enum, which protobuf's libraries keep among the
+    /// unknown fields. Only consulted when [`Codec::MAY_BE_UNKNOWN`].
+    #[inline]
+    fn is_unknown(&self, _v: &T) -> bool {
+        false
+    }
     /// Write `v`.
     fn encode(&self, v: &T, w: &mut Writer) -> Result<(), EncodeError>;
     /// Read a value; `Ok(None)` means "ignore it" (an unknown enum name).
@@ -373,8 +388,8 @@ impl Codec<()> for Empty {
     fn decode(&self, p: &mut Parser<'_>) -> Result<Option<()>, DecodeError> {
         p.begin_object()?;
         let mut first = true;
-        while p.next_key(&mut first)?.is_some() {
-            p.skip_value()?;
+        while let Some(key) = p.next_key(&mut first)? {
+            p.unknown_field(&key)?;
         }
         Ok(Some(()))
     }
@@ -397,17 +412,24 @@ pub const fn enumeration<E: JsonEnum>() -> Enum<E> {
 
 impl<E: JsonEnum> Codec<i32> for Enum<E> {
     const NULL_IS_VALUE: bool = E::NULL_IS_VALUE;
+    const MAY_BE_UNKNOWN: bool = E::CLOSED;
     #[inline]
     fn is_default(&self, v: &i32) -> bool {
         *v == 0
     }
+    #[inline]
+    fn is_unknown(&self, v: &i32) -> bool {
+        E::CLOSED && E::json_name(*v).is_none()
+    }
     fn encode(&self, v: &i32, w: &mut Writer) -> Result<(), EncodeError> {
         if E::NULL_IS_VALUE {
             w.raw(b"null");
+        } else if w.options().writes_enums_as_numbers() {
+            w.i64((*v).into());
         } else {
             match E::json_name(*v) {
                 Some(name) => w.string(name),
-                // Proto3 enums are open: a number without a name is kept and written back.
+                // Open enums keep a number without a name and write it back.
                 None => w.i64((*v).into()),
             }
         }
@@ -417,11 +439,38 @@ impl<E: JsonEnum> Codec<i32> for Enum<E> {
         if E::NULL_IS_VALUE && p.null() {
             return Ok(Some(0));
         }
+        let start = p.offset();
         if p.at_string() {
             let name = p.string()?;
-            return Ok(E::from_json_name(&name));
+            return match E::from_json_name(&name) {
+                Some(number) => Ok(Some(number)),
+                None if p.options().ignores_unknown_fields() => Ok(None),
+                None => Err(p.invalid(
+                    start,
+                    format!(
+                        "unknown enum name \"{}\" for {}",
+                        excerpt(&name),
+                        E::FULL_NAME
+                    ),
+                )),
+            };
         }
-        integer(p, "enum number", "an enum name or number").map(Some)
+        let number = integer(p, "enum number", "an enum name or number")?;
+        if E::CLOSED && E::json_name(number).is_none() {
+            // A closed enum holds only its declared values; protobuf's libraries treat any
+            // other number like an unknown field.
+            if p.options().ignores_unknown_fields() {
+                return Ok(None);
+            }
+            return Err(p.invalid(
+                start,
+                format!(
+                    "{number} is not a value of the closed enum {}",
+                    E::FULL_NAME
+                ),
+            ));
+        }
+        Ok(Some(number))
     }
 }
 
@@ -441,87 +490,170 @@ pub fn mark_seen(
     Ok(())
 }
 
-/// Write a proto3 field without presence: skipped when default.
+/// Write a field without presence (a proto3 scalar or enum): skipped at its default, unless the
+/// options emit default values. `proto_key` and `json_key` are the pre-rendered `"name":` keys
+/// (`json_key` empty when the names are the same); the options pick one (so do the other
+/// writers', see [`Writer::field_key`]).
 #[inline]
 pub fn write_singular<T, C: Codec<T>>(
     w: &mut Writer,
     first: &mut bool,
-    key: &[u8],
+    proto_key: &[u8],
+    json_key: &[u8],
     v: &T,
     codec: C,
 ) -> Result<(), EncodeError> {
-    if !codec.is_default(v) {
-        w.key(first, key);
+    if (!codec.is_default(v) || w.options().emits_default_values())
+        && !(C::MAY_BE_UNKNOWN && codec.is_unknown(v))
+    {
+        w.field_key(first, proto_key, json_key);
         codec.encode(v, w)?;
     }
     Ok(())
 }
 
-/// Write a field with presence (`optional`, message, wrapper): skipped when absent.
+/// Write a field with presence (`optional`, proto2, message, wrapper, extension): skipped when
+/// absent.
 #[inline]
 pub fn write_optional<T, C: Codec<T>>(
     w: &mut Writer,
     first: &mut bool,
-    key: &[u8],
+    proto_key: &[u8],
+    json_key: &[u8],
     v: &Option<T>,
     codec: C,
 ) -> Result<(), EncodeError> {
     if let Some(v) = v {
-        w.key(first, key);
-        codec.encode(v, w)?;
+        write_present(w, first, proto_key, json_key, v, codec)?;
     }
     Ok(())
 }
 
-/// Write a set oneof member: always written, default or not.
+/// Write a value that is set: a oneof member or a proto2 `required` field. Always written,
+/// default or not.
 #[inline]
 pub fn write_present<T, C: Codec<T>>(
     w: &mut Writer,
     first: &mut bool,
-    key: &[u8],
+    proto_key: &[u8],
+    json_key: &[u8],
     v: &T,
     codec: C,
 ) -> Result<(), EncodeError> {
-    w.key(first, key);
+    if C::MAY_BE_UNKNOWN && codec.is_unknown(v) {
+        return Ok(());
+    }
+    w.field_key(first, proto_key, json_key);
     codec.encode(v, w)
 }
 
-/// Write a repeated field as an array: skipped when empty.
+/// Write a repeated field as an array: skipped when empty, unless the options emit default
+/// values.
 #[inline]
 pub fn write_repeated<T, C: Codec<T>>(
     w: &mut Writer,
     first: &mut bool,
-    key: &[u8],
+    proto_key: &[u8],
+    json_key: &[u8],
     v: &[T],
     codec: C,
 ) -> Result<(), EncodeError> {
-    if let Some((head, tail)) = v.split_first() {
-        w.key(first, key);
-        w.byte(b'[');
-        codec.encode(head, w)?;
-        for item in tail {
-            w.byte(b',');
-            codec.encode(item, w)?;
+    write_list::<T, C, false>(w, first, proto_key, json_key, v, codec)
+}
+
+/// Write a repeated extension as an array: skipped when empty (an extension is written only
+/// when set), whatever the options.
+#[inline]
+pub fn write_repeated_extension<T, C: Codec<T>>(
+    w: &mut Writer,
+    first: &mut bool,
+    proto_key: &[u8],
+    json_key: &[u8],
+    v: &[T],
+    codec: C,
+) -> Result<(), EncodeError> {
+    write_list::<T, C, true>(w, first, proto_key, json_key, v, codec)
+}
+
+#[inline]
+fn write_list<T, C: Codec<T>, const EXTENSION: bool>(
+    w: &mut Writer,
+    first: &mut bool,
+    proto_key: &[u8],
+    json_key: &[u8],
+    v: &[T],
+    codec: C,
+) -> Result<(), EncodeError> {
+    if C::MAY_BE_UNKNOWN && v.iter().any(|item| codec.is_unknown(item)) {
+        return write_known(w, first, proto_key, json_key, v, codec, EXTENSION);
+    }
+    match v.split_first() {
+        Some((head, tail)) => {
+            w.field_key(first, proto_key, json_key);
+            w.byte(b'[');
+            codec.encode(head, w)?;
+            for item in tail {
+                w.byte(b',');
+                codec.encode(item, w)?;
+            }
+            w.byte(b']');
         }
-        w.byte(b']');
+        None if !EXTENSION && w.options().emits_default_values() => {
+            w.field_key(first, proto_key, json_key);
+            w.raw(b"[]");
+        }
+        None => {}
     }
     Ok(())
 }
 
-/// Write a map field as an object, in key order: skipped when empty.
+/// [`write_list`] for a list with values that have no JSON form, which are left out.
+#[cold]
+fn write_known<T, C: Codec<T>>(
+    w: &mut Writer,
+    first: &mut bool,
+    proto_key: &[u8],
+    json_key: &[u8],
+    v: &[T],
+    codec: C,
+    extension: bool,
+) -> Result<(), EncodeError> {
+    let known: Vec<&T> = v.iter().filter(|item| !codec.is_unknown(item)).collect();
+    if known.is_empty() && (extension || !w.options().emits_default_values()) {
+        return Ok(());
+    }
+    w.field_key(first, proto_key, json_key);
+    w.byte(b'[');
+    for (i, item) in known.into_iter().enumerate() {
+        if i > 0 {
+            w.byte(b',');
+        }
+        codec.encode(item, w)?;
+    }
+    w.byte(b']');
+    Ok(())
+}
+
+/// Write a map field as an object, in key order: skipped when empty, unless the options emit
+/// default values.
 pub fn write_map<K, V, M: ProtoMap<K, V>, KC: KeyCodec<K>, VC: Codec<V>>(
     w: &mut Writer,
     first: &mut bool,
-    key: &[u8],
+    proto_key: &[u8],
+    json_key: &[u8],
     v: &M,
     key_codec: KC,
     value_codec: VC,
 ) -> Result<(), EncodeError> {
-    let entries = v.sorted_entries();
-    if entries.is_empty() {
+    let mut entries = v.sorted_entries();
+    if VC::MAY_BE_UNKNOWN {
+        // Entries whose value has no JSON form are left out.
+        entries.retain(|(_, value)| !value_codec.is_unknown(value));
+    }
+    if entries.is_empty() && !w.options().emits_default_values() {
         return Ok(());
     }
-    w.key(first, key);
+    w.field_key(first, proto_key, json_key);
     w.byte(b'{');
     let mut inner_first = true;
     for (k, v) in entries {
@@ -546,6 +678,26 @@ pub fn read_singular<T: Default, C: Codec<T>>(
 ) -> Result<(), DecodeError> {
     if !C::NULL_IS_VALUE && p.null() {
         *slot = T::default();
+        return Ok(());
+    }
+    match codec.decode(p) {
+        Ok(Some(v)) => *slot = v,
+        Ok(None) => {}
+        Err(e) => return Err(e.push(PathSegment::Field(name))),
+    }
+    Ok(())
+}
+
+/// Read a proto2 `required` field, which prost holds as a plain value. `null` (like an absent
+/// key) leaves it at its default, the declared `[default = …]` included.
+#[inline]
+pub fn read_required<T, C: Codec<T>>(
+    p: &mut Parser<'_>,
+    name: &'static str,
+    slot: &mut T,
+    codec: C,
+) -> Result<(), DecodeError> {
+    if !C::NULL_IS_VALUE && p.null() {
         return Ok(());
     }
     match codec.decode(p) {

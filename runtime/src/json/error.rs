@@ -38,6 +38,9 @@ pub enum DecodeErrorKind {
     DuplicateOneof(&'static str),
     /// A map key given twice in one object.
     DuplicateKey,
+    /// A key the message does not declare, when the options reject unknown fields. The path
+    /// is the object's; the key is cut to a short excerpt.
+    UnknownField(String),
     /// A string that is not valid UTF-8.
     InvalidUtf8,
     /// Objects and arrays nested deeper than [`MAX_DEPTH`](crate::json::MAX_DEPTH).
@@ -147,6 +150,9 @@ impl fmt::Display for DecodeErrorKind {
                 write!(f, "more than one member of oneof `{name}` is set")
             }
             DecodeErrorKind::DuplicateKey => f.write_str("map key is given more than once"),
+            DecodeErrorKind::UnknownField(name) => {
+                write!(f, "unknown field {:?}", name)
+            }
             DecodeErrorKind::InvalidUtf8 => f.write_str("string is not valid UTF-8"),
             DecodeErrorKind::TooDeep => write!(
                 f,
@@ -177,8 +183,9 @@ impl std::error::Error for DecodeError {}
 /// A message holds a value that has no protobuf-JSON form.
 ///
 /// Only the well-known types can fail: a `Timestamp` or `Duration` outside its documented range,
-/// a `google.protobuf.Value` holding NaN or infinity, a `FieldMask` path that does not survive the
-/// lowerCamelCase round trip, or an `Any` whose type is not registered.
+/// a `google.protobuf.Value` holding NaN or infinity or no kind at all, a `FieldMask` path that
+/// does not survive the lowerCamelCase round trip, or an `Any` whose type URL has no `/` or
+/// names a type that is not registered. A message decoded from JSON always encodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodeError {
     message: String,

@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 
 use super::error::{DecodeError, DecodeErrorKind};
+use super::options::JsonOptions;
 use super::{swar, MAX_DEPTH};
 
 /// Reads protobuf JSON. Generated code drives it; it is not meant to be used by hand.
@@ -17,6 +18,10 @@ pub struct Parser<'a> {
     input: &'a [u8],
     pos: usize,
     depth: usize,
+    options: JsonOptions,
+    /// The depth of the object whose `@type` key is not an unknown field: the fields of a
+    /// message packed in an `Any`. `usize::MAX` when there is none.
+    type_key_depth: usize,
 }
 
 /// A JSON number's text, or the text of a string that may hold a number.
@@ -29,13 +34,61 @@ pub struct NumberText<'a> {
 }
 
 impl<'a> Parser<'a> {
-    /// A parser at the start of `input`.
+    /// A parser at the start of `input`, with the queue's options.
     pub fn new(input: &'a [u8]) -> Self {
+        Parser::with_options(input, JsonOptions::queue())
+    }
+
+    /// A parser at the start of `input`, reading with `options`.
+    pub fn with_options(input: &'a [u8], options: JsonOptions) -> Self {
         Parser {
             input,
             pos: 0,
             depth: 0,
+            options,
+            type_key_depth: usize::MAX,
         }
+    }
+
+    /// The options this parser reads with.
+    #[inline]
+    pub fn options(&self) -> &JsonOptions {
+        &self.options
+    }
+
+    /// Skip the value of a key the message does not declare, or, when the options reject
+    /// unknown fields, fail naming it. `@type` in the object of a message packed in an `Any`
+    /// is not unknown.
+    #[inline]
+    pub fn unknown_field(&mut self, key: &str) -> Result<(), DecodeError> {
+        let allowed = self.options.ignores_unknown_fields()
+            || (key == "@type" && self.depth == self.type_key_depth);
+        if !allowed {
+            return Err(self.unknown_field_error(key));
+        }
+        self.skip_value()
+    }
+
+    #[cold]
+    fn unknown_field_error(&self, key: &str) -> DecodeError {
+        const MAX: usize = 64;
+        let mut name: String = key.chars().take(MAX).collect();
+        if key.chars().nth(MAX).is_some() {
+            name.push('…');
+        }
+        DecodeError::new(DecodeErrorKind::UnknownField(name), self.pos)
+    }
+
+    /// Run `read` on the object of a message packed in an `Any`, whose `@type` key is then not
+    /// an unknown field.
+    pub(crate) fn packed_message<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<T, DecodeError> {
+        let outer = std::mem::replace(&mut self.type_key_depth, self.depth + 1);
+        let result = read(self);
+        self.type_key_depth = outer;
+        result
     }
 
     /// Current byte offset.

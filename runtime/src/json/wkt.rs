@@ -330,6 +330,7 @@ impl JsonMessage for FieldMask {
 
 impl JsonEnum for NullValue {
     const NULL_IS_VALUE: bool = true;
+    const FULL_NAME: &'static str = "google.protobuf.NullValue";
 
     fn json_name(value: i32) -> Option<&'static str> {
         (value == 0).then_some("NULL_VALUE")

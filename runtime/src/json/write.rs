@@ -1,8 +1,10 @@
 //! The output half of the codec: a compact JSON writer into a byte buffer.
 //!
-//! Output is canonical: no insignificant white space, fields in declaration order, strings
+//! Output is canonical: no insignificant white space, fields in field-number order, strings
 //! escaped exactly as ECMAScript's `JSON.stringify` does (`"`, `\`, `\b \f \n \r \t` by their
 //! short escapes, other control characters as lowercase `\u00xx`, everything else raw UTF-8).
+
+use super::options::{FieldNames, JsonOptions};
 
 /// Escape class of each byte: 0 = copy, otherwise the character after the backslash
 /// (`u` for `\u00xx`).
@@ -29,19 +31,27 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 #[derive(Debug, Default)]
 pub struct Writer {
     buf: Vec<u8>,
+    options: JsonOptions,
 }
 
 impl Writer {
-    /// A writer with room for `capacity` bytes.
-    pub fn with_capacity(capacity: usize) -> Self {
+    /// A writer with room for `capacity` bytes, writing with `options`.
+    pub fn with_capacity(capacity: usize, options: JsonOptions) -> Self {
         Writer {
             buf: Vec::with_capacity(capacity),
+            options,
         }
     }
 
-    /// A writer that appends to `buf`.
-    pub fn from_vec(buf: Vec<u8>) -> Self {
-        Writer { buf }
+    /// A writer that appends to `buf`, writing with `options`.
+    pub fn from_vec(buf: Vec<u8>, options: JsonOptions) -> Self {
+        Writer { buf, options }
+    }
+
+    /// The options this writer writes with.
+    #[inline]
+    pub fn options(&self) -> &JsonOptions {
+        &self.options
     }
 
     /// The bytes written so far.
@@ -75,6 +85,26 @@ impl Writer {
         }
         *first = false;
         self.buf.extend_from_slice(key);
+    }
+
+    /// Append a field's key: the pre-rendered `"proto_name":` or `"jsonName":`, as the options
+    /// choose; an empty `json_key` means the two names are the same. Generated code passes
+    /// constants: the proto name is then written inline (a few immediate stores), a field whose
+    /// names agree has no choice to make at all, and the JSON name is written out of line, so
+    /// that the two constants are not merged into one key of variable length (a `memcpy` call
+    /// for every key, whatever the options).
+    #[inline]
+    pub fn field_key(&mut self, first: &mut bool, proto_key: &[u8], json_key: &[u8]) {
+        if json_key.is_empty() || self.options.field_names() == FieldNames::Proto {
+            self.key(first, proto_key);
+        } else {
+            self.json_key(first, json_key);
+        }
+    }
+
+    #[inline(never)]
+    fn json_key(&mut self, first: &mut bool, key: &[u8]) {
+        self.key(first, key);
     }
 
     /// Append a JSON string, escaped.
