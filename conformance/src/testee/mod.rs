@@ -8,7 +8,8 @@
 //!   clean end; the end of input inside a frame is an error naming the request and the bytes
 //!   missing.
 //! - The runner's first request, for `conformance.FailureSet`, is answered with an empty
-//!   `FailureSet`: Keyway expects no test to fail.
+//!   `FailureSet`: the tests expected to fail are given to the runner with `--failure_list`
+//!   (`conformance/runner/failure_list.txt`, see `tests/official_runner.rs`).
 //! - Message types are looked up in a [`MessageTypes`] table; a type not in it (the editions
 //!   test messages among them) is answered `skipped`, naming it.
 //! - Binary payloads are read and written by prost; JSON payloads by `keyway_runtime::json`,

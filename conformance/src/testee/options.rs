@@ -1,7 +1,7 @@
 //! The JSON codec options a request asks for: chosen in one place from its test category, and
 //! applied in one place.
 
-use keyway_runtime::json::{self, DecodeError, EncodeError, JsonMessage};
+use keyway_runtime::json::{self, DecodeError, EncodeError, FieldNames, JsonMessage};
 
 use super::protocol::conformance::TestCategory;
 
@@ -26,19 +26,26 @@ impl JsonOptions {
         }
     }
 
+    /// The codec options these stand for: protobuf's defaults
+    /// ([`json::JsonOptions::protobuf`]) with the key style and the handling of unknown fields
+    /// set from these.
+    pub fn codec(&self) -> json::JsonOptions {
+        json::JsonOptions::protobuf()
+            .with_field_names(if self.camel_case_keys {
+                FieldNames::Json
+            } else {
+                FieldNames::Proto
+            })
+            .with_ignore_unknown_fields(self.ignore_unknown_fields)
+    }
+
     /// Decode `json` as `M` with these options.
-    ///
-    /// `keyway_runtime::json` does not take options yet: it always ignores unknown fields and
-    /// unknown enum names, whatever `ignore_unknown_fields` says.
     pub fn decode<M: JsonMessage>(&self, json: &[u8]) -> Result<M, DecodeError> {
-        json::from_slice(json)
+        json::from_slice_with(json, &self.codec())
     }
 
     /// Encode `message` with these options.
-    ///
-    /// `keyway_runtime::json` does not take options yet: it always writes proto field names,
-    /// whatever `camel_case_keys` says.
     pub fn encode<M: JsonMessage>(&self, message: &M) -> Result<String, EncodeError> {
-        json::to_string(message)
+        json::to_string_with(message, &self.codec())
     }
 }
