@@ -143,7 +143,8 @@ impl Record {
             Record::Any => (&["hget", "sismember", "smembers", "lrange"], &[]),
             Record::Queues => (&["sismember", "smembers"], &["sadd"]),
             Record::Batch | Record::Request => (&["hget"], &["hset", "evalsha", "script|load"]),
-            Record::BatchSets | Record::RequestSets => (&["smembers"], &["sadd", "srem"]),
+            // `WAIT` follows the membership move when `redis.wait_replicas` asks for it.
+            Record::BatchSets | Record::RequestSets => (&["smembers"], &["sadd", "srem", "wait"]),
             Record::Revisions => (&["lrange"], &["del", "rpush"]),
             Record::Speculations => (&["lrange"], &["evalsha", "script|load", "rpush"]),
             Record::SpeculationMarkers => (&[], &["evalsha", "script|load", "set"]),
@@ -164,9 +165,18 @@ impl Record {
 /// refusal would be an entry in `ACL LOG`, where an operator looks for misuse).
 const CONNECTION: &[&str] = &["ping", "client|id", "info"];
 
-/// Publishing: the publish script (dedup `SET NX`, `TIME`, `XADD`), loaded on first use, and
-/// the look at a stream's newest entry for its protocol version before the first publish.
-const PUBLISH: &[&str] = &["evalsha", "script|load", "set", "time", "xadd", "xrevrange"];
+/// Publishing: the publish script (dedup `SET NX`, `TIME`, `XADD`), loaded on first use, the
+/// look at a stream's newest entry for its protocol version before the first publish, and
+/// `WAIT` after it when `redis.wait_replicas` asks for it.
+const PUBLISH: &[&str] = &[
+    "evalsha",
+    "script|load",
+    "set",
+    "time",
+    "xadd",
+    "xrevrange",
+    "wait",
+];
 
 /// Consuming: creating the group, the wake-up reads on a connection of its own, trimming, and
 /// every command of the claim, recover, settle, trim and tend scripts (tending removes idle
