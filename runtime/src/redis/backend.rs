@@ -585,14 +585,7 @@ impl RedisBackend {
         if let Some(entry) = newest.into_array().into_iter().next() {
             let mut parts = entry.into_array().into_iter();
             let id = parts.next().as_ref().and_then(as_text).unwrap_or_default();
-            let raw = parts.next().map(Value::into_array).unwrap_or_default();
-            let fields: Vec<(Vec<u8>, Vec<u8>)> = raw
-                .chunks(2)
-                .map(|kv| {
-                    let value = kv.get(1).and_then(as_raw).unwrap_or_default();
-                    (as_raw(&kv[0]).unwrap_or_default(), value)
-                })
-                .collect();
+            let fields = entry_fields(parts.next().unwrap_or(Value::Array(Vec::new())))?;
             check_version(stream_key, &id, &fields)?;
         }
         self.inner
@@ -1374,6 +1367,23 @@ fn check_version(
     }
 }
 
+/// One field of a stream entry: name and value, as bytes.
+type Field = (Vec<u8>, Vec<u8>);
+
+/// A stream entry's fields as stored, names and values as bytes: a name that is not UTF-8 is
+/// the envelope check's to judge (failing the whole reply here would fail every claim that
+/// meets the entry again).
+fn entry_fields(fields: Value) -> Result<Vec<Field>, TransportError> {
+    let raw = fields.into_array();
+    let mut pairs = Vec::with_capacity(raw.len() / 2);
+    for kv in raw.chunks(2) {
+        let key = as_raw(&kv[0]).ok_or_else(|| protocol_error("a stream entry"))?;
+        let value = kv.get(1).and_then(as_raw).unwrap_or_default();
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}
+
 fn parse_deliveries(v: Value) -> Result<Vec<Claimed>, TransportError> {
     let mut out = Vec::new();
     for d in v.into_array() {
@@ -1383,15 +1393,7 @@ fn parse_deliveries(v: Value) -> Result<Vec<Claimed>, TransportError> {
         else {
             return Err(protocol_error("the claim script"));
         };
-        let raw = fields.into_array();
-        let mut pairs = Vec::with_capacity(raw.len() / 2);
-        // Names are kept as bytes: a name that is not UTF-8 is the envelope check's to judge
-        // (failing the whole reply here would fail every claim that meets the entry again).
-        for kv in raw.chunks(2) {
-            let key = as_raw(&kv[0]).ok_or_else(|| protocol_error("a stream entry"))?;
-            let value = kv.get(1).and_then(as_raw).unwrap_or_default();
-            pairs.push((key, value));
-        }
+        let pairs = entry_fields(fields)?;
         out.push(Claimed {
             entry: as_text(&entry).ok_or_else(|| protocol_error("the claim script"))?,
             epoch: as_number(&epoch).map_or(0, |n| u64::try_from(n).unwrap_or(0)),
