@@ -101,13 +101,57 @@ pub(super) fn find_binary() -> Result<PathBuf, EmbeddedError> {
         })
 }
 
-fn free_port() -> Result<u16, EmbeddedError> {
+/// A loopback port nothing listens on, picked below the kernel's ephemeral range so that no
+/// outgoing connection (tests open thousands) can be holding it when the server binds it.
+pub(super) fn free_port() -> Result<u16, EmbeddedError> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_low > 12_000 {
+        let (low, span) = (10_000u32, u32::from(ephemeral_low) - 10_000);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let mut seed = nanos ^ std::process::id().rotate_left(16);
+        for _ in 0..64 {
+            // A cheap mix (xorshift) of time, process and call count: spread, not secret.
+            seed ^= COUNTER
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9);
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let port = (low + seed % span) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0")
         .map_err(|e| EmbeddedError(format!("no free loopback port: {e}")))?;
     listener
         .local_addr()
         .map(|a| a.port())
         .map_err(|e| EmbeddedError(format!("no free loopback port: {e}")))
+}
+
+/// Whether the log says, past `start`, that the server accepts connections.
+fn logged_ready(log: &Path, start: u64) -> bool {
+    std::fs::read(log).is_ok_and(|text| {
+        let new = text.get(start as usize..).unwrap_or_default();
+        new.windows(READY.len()).any(|w| w == READY)
+    })
+}
+
+const READY: &[u8] = b"Ready to accept connections";
+
+/// The last lines of a server's log, for an error that says why it stopped.
+pub(super) fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" | ")
 }
 
 pub(super) fn scratch_dir() -> Result<PathBuf, EmbeddedError> {
@@ -139,8 +183,9 @@ impl EmbeddedRedis {
         let binary = find_binary()?;
         let dir = scratch_dir()?;
         let mut last_error = None;
-        // A port found free can be taken before the server binds it: try a few.
-        for _ in 0..5 {
+        // A port found free can be taken before the server binds it: try again on that, and
+        // only on that.
+        for _ in 0..10 {
             let port = free_port()?;
             let tls_port = match &security.tls {
                 Some(_) => Some(free_port()?).filter(|p| *p != port),
@@ -173,7 +218,11 @@ impl EmbeddedRedis {
                         .child
                         .take()
                         .map(|mut c| c.kill().and_then(|_| c.wait()));
+                    let port_taken = e.0.contains("Address already in use");
                     last_error = Some(e);
+                    if !port_taken {
+                        break;
+                    }
                 }
             }
         }
@@ -187,6 +236,8 @@ impl EmbeddedRedis {
         } else {
             "no"
         };
+        let log = self.dir.join("redis.log");
+        let log_start = std::fs::metadata(&log).map_or(0, |m| m.len());
         let mut command = Command::new(&self.binary);
         command.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"]);
         if let Some(password) = &self.security.password {
@@ -235,21 +286,25 @@ impl EmbeddedRedis {
             .spawn()
             .map_err(|e| EmbeddedError(format!("cannot run {}: {e}", self.binary.display())))?;
         self.child = Some(child);
-        self.wait_ready(Duration::from_secs(20))
+        self.wait_ready(log_start, Duration::from_secs(20))
     }
 
-    fn wait_ready(&mut self, timeout: Duration) -> Result<(), EmbeddedError> {
+    /// Wait until this child says it is ready in its log (written past `log_start`) and its
+    /// port answers: a `PONG` alone could come from another server that holds the port.
+    fn wait_ready(&mut self, log_start: u64, timeout: Duration) -> Result<(), EmbeddedError> {
+        let log = self.dir.join("redis.log");
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     return Err(EmbeddedError(format!(
-                        "redis-server exited with {status} (see {})",
-                        self.dir.join("redis.log").display()
+                        "redis-server exited with {status}: {} (see {})",
+                        log_tail(&log),
+                        log.display()
                     )));
                 }
             }
-            if ping(self.port, self.security.password.as_deref()) {
+            if logged_ready(&log, log_start) && ping(self.port, self.security.password.as_deref()) {
                 return Ok(());
             }
             if Instant::now() > deadline {
