@@ -1,10 +1,13 @@
 local count = tonumber(ARGV[6])
 local max_attempts = tonumber(ARGV[5])
 local vt = tonumber(ARGV[7])
+local scan = ARGV[8] ~= '0'
 local out = {}
 local more = 0
 local scanned = false
+local promoted = false
 local now = now_ms()
+-- A redelivery: its epoch is the PEL's delivery count, its attempt one more than counted.
 local function deliver(id, fields)
   local failures = tonumber(redis.call('HGET', KEYS[6], id) or '0')
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
@@ -12,7 +15,19 @@ local function deliver(id, fields)
   table.insert(out, {id, tostring(epoch), tostring(failures + 1), fields})
 end
 
-local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, count)
+-- The first count + 1 entries by due time: those due now (at most count), and after them the
+-- first one not due yet, whose time the loop may sleep until.
+local first = redis.call('ZRANGE', KEYS[4], 0, count, 'WITHSCORES')
+local due = {}
+local next_due = nil
+for i = 1, #first, 2 do
+  if #due < count and tonumber(first[i + 1]) <= now then
+    table.insert(due, first[i])
+  else
+    next_due = first[i + 1]
+    break
+  end
+end
 if #due >= count then more = 1 end
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[4], id)
@@ -20,12 +35,12 @@ for _, id in ipairs(due) do
   local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'FORCE')
   if claimed[1] and claimed[1][2] then
     deliver(id, claimed[1][2])
-  else
-    tombstone(id, 'the entry was deleted or trimmed while it waited for redelivery')
+  elseif tombstone(id, 'the entry was deleted or trimmed while it waited for redelivery') then
+    promoted = true
   end
 end
 
-if #out < count then
+if scan and #out < count then
   local want = count - #out
   local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[7], '0-0', 'COUNT', want)
   if #r[2] + #(r[3] or {}) >= want then more = 1 end
@@ -38,7 +53,7 @@ if #out < count then
       local pk = redis.call('HGET', KEYS[8], id)
       redis.call('XACK', KEYS[1], ARGV[1], id)
       dead_letter(id, e[2], reason, failures, {'kind', 'visibility-timeout'}, pk)
-      release_if_head(pk, id)
+      if release_if_head(pk, id) then promoted = true end
       cleanup(id)
     else
       redis.call('HSET', KEYS[7], id, 'visibility timeout expired')
@@ -46,7 +61,7 @@ if #out < count then
     end
   end
   for _, id in ipairs(r[3] or {}) do
-    tombstone(id, 'the entry was deleted or trimmed while it was pending')
+    if tombstone(id, 'the entry was deleted or trimmed while it was pending') then promoted = true end
   end
 end
 
@@ -59,17 +74,17 @@ if #out < count then
     for _, e in ipairs(entries) do
       local id, fields = e[1], e[2]
       if not fields then
-        tombstone(id, 'the entry was deleted before it was delivered')
+        if tombstone(id, 'the entry was deleted before it was delivered') then promoted = true end
       else
         local pk = field(fields, 'pk') or ''
         redis.call('HSET', KEYS[8], id, pk)
-        if redis.call('HEXISTS', KEYS[2], pk) == 1 then
+        if redis.call('HSETNX', KEYS[2], pk, id) == 1 then
+          -- The key's head now, read for the first time: delivery count 1, no attempt yet.
+          table.insert(out, {id, '1', '1', fields})
+        else
           redis.call('XACK', KEYS[1], ARGV[1], id)
           redis.call('ZADD', KEYS[3], 0, wait_prefix(pk) .. pad(id))
           redis.call('ZADD', KEYS[5], 0, pad(id))
-        else
-          redis.call('HSET', KEYS[2], pk, id)
-          deliver(id, fields)
         end
       end
     end
@@ -78,8 +93,10 @@ end
 
 if #out >= count then more = 1 end
 -- An entry this claim promoted (after a dead letter or a tombstone) is due now.
-local next_due = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-if next_due[2] and tonumber(next_due[2]) <= now then more = 1 end
+if promoted then
+  more = 1
+  next_due = tostring(now)
+end
 
 local expires = -2
 if more == 0 and scanned then
@@ -92,4 +109,4 @@ if more == 0 and scanned then
     end
   end
 end
-return {out, next_due[2] or '-1', tostring(now), more, expires}
+return {out, next_due or '-1', tostring(now), more, expires}

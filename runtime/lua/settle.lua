@@ -16,7 +16,7 @@ if action == 'postpone' or action == 'release' then
 end
 if action == 'ack' then
   local promoted = release_if_head(pk, id)
-  cleanup(id)
+  cleanup(id, ARGV[7] == '1')
   return {'ok', promoted and 0 or -1}
 end
 local failures

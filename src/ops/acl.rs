@@ -142,10 +142,21 @@ impl Record {
         let (read, write): (&[&'static str], &[&'static str]) = match self {
             Record::Any => (&["hget", "sismember", "smembers", "lrange"], &[]),
             Record::Queues => (&["sismember", "smembers"], &["sadd"]),
-            Record::Batch | Record::Request => (&["hget"], &["hset", "evalsha", "script|load"]),
-            // `WAIT` follows the membership move when `redis.wait_replicas` asks for it.
-            Record::BatchSets | Record::RequestSets => (&["smembers"], &["sadd", "srem", "wait"]),
-            Record::Revisions => (&["lrange"], &["del", "rpush"]),
+            // The check-and-set script reads the version and state (`HMGET`) and the record.
+            Record::Batch | Record::Request => {
+                (&["hget", "hmget"], &["hset", "evalsha", "script|load"])
+            }
+            // The same script moves the id between the sets (a script's keys are read and
+            // written); a repair pipelines `SREM` and `SADD`; `WAIT` follows when
+            // `redis.wait_replicas` asks for it.
+            Record::BatchSets | Record::RequestSets => {
+                (&["smembers"], &["sadd", "srem", "smove", "wait"])
+            }
+            // Replaced by a script (`DEL`, `RPUSH`), then `WAIT` when asked for.
+            Record::Revisions => (
+                &["lrange"],
+                &["del", "rpush", "evalsha", "script|load", "wait"],
+            ),
             Record::Speculations => (&["lrange"], &["evalsha", "script|load", "rpush"]),
             Record::SpeculationMarkers => (&[], &["evalsha", "script|load", "set"]),
             Record::Sequences => (&["incr"], &["incr"]),
@@ -202,7 +213,7 @@ const CONSUME: &[&str] = &[
     "hset",
     "hdel",
     "hincrby",
-    "hexists",
+    "hsetnx",
     "zadd",
     "zrem",
     "zrange",
@@ -369,8 +380,8 @@ pub(crate) fn grants(role: AclRole, config: &Config) -> Result<Grants, String> {
             g.publish(&layout, "conclude")?;
             g.publish(&layout, "speculate")?;
             g.store(&layout, Record::Batch, RW);
-            g.store(&layout, Record::BatchSets, W);
-            g.store(&layout, Record::Revisions, W);
+            g.store(&layout, Record::BatchSets, RW);
+            g.store(&layout, Record::Revisions, RW);
         }
         AclRole::Runway => {
             g.consume(&layout, "runway-merge")?;
@@ -398,18 +409,18 @@ pub(crate) fn grants(role: AclRole, config: &Config) -> Result<Grants, String> {
             g.publish(&layout, "merge-signal")?;
             g.publish(&layout, "merge-conflict-check-signal")?;
             g.store(&layout, Record::Batch, RW);
-            g.store(&layout, Record::BatchSets, W);
+            g.store(&layout, Record::BatchSets, RW);
             g.store(&layout, Record::Request, RW);
-            g.store(&layout, Record::RequestSets, W);
+            g.store(&layout, Record::RequestSets, RW);
             // Applying a dead-lettered success: its revisions.
-            g.store(&layout, Record::Revisions, W);
+            g.store(&layout, Record::Revisions, RW);
         }
         AclRole::Conclude => {
             g.consume(&layout, "conclude")?;
             g.publish(&layout, "log")?;
             g.store(&layout, Record::Batch, R);
             g.store(&layout, Record::Request, RW);
-            g.store(&layout, Record::RequestSets, W);
+            g.store(&layout, Record::RequestSets, RW);
             g.store(&layout, Record::Revisions, R);
         }
         AclRole::Speculate => {
@@ -422,9 +433,9 @@ pub(crate) fn grants(role: AclRole, config: &Config) -> Result<Grants, String> {
             g.store(&layout, Record::Queues, W);
             g.store(&layout, Record::Sequences, RW);
             g.store(&layout, Record::Batch, RW);
-            g.store(&layout, Record::BatchSets, W);
+            g.store(&layout, Record::BatchSets, RW);
             g.store(&layout, Record::Request, RW);
-            g.store(&layout, Record::RequestSets, W);
+            g.store(&layout, Record::RequestSets, RW);
         }
         AclRole::Inspect => {
             g.peek(&layout, "parked")?;
@@ -532,9 +543,12 @@ mod tests {
             speculate.contains(&"~kw:st:{*}:speculations".to_owned()),
             "{speculate:?}"
         );
+        let submit = grants(AclRole::Submit, &config("kw")).unwrap().rules();
+        assert!(submit.contains(&"%W~kw:st:queues".to_owned()), "{submit:?}");
+        // A key a script is given is read and written.
         let mergesignal = grants(AclRole::Mergesignal, &config("kw")).unwrap().rules();
         assert!(
-            mergesignal.contains(&"%W~kw:st:{*}:revisions:*".to_owned()),
+            mergesignal.contains(&"~kw:st:{*}:revisions:*".to_owned()),
             "{mergesignal:?}"
         );
     }

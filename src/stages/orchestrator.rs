@@ -125,6 +125,7 @@ impl Outbox {
         if !failure_reason.is_empty() {
             metadata.insert("failure_reason".into(), reason(failure_reason).into_owned());
         }
+        // Conclude first: speculate never hears of a batch whose conclusion is not out.
         self.conclude
             .publish(
                 &r,
@@ -173,19 +174,27 @@ impl TopicHandler<otopics::SubmitqueueMerge> for MergeStage {
 
 impl MergeStage {
     async fn merge(&self, r: BatchRef) -> Result<Handled, HandlerError> {
-        if !self.store.queue_exists(&r.queue).await? {
-            return Err(HandlerError::permanent(format!(
-                "unknown queue {:?}",
-                echo(&r.queue)
-            )));
-        }
+        // A batch is created in a registered queue, so the queue is looked up only to say
+        // why a batch is missing or named with another queue.
         let Some(batch) = self.store.batch(&r.id).await? else {
+            if !self.store.queue_exists(&r.queue).await? {
+                return Err(HandlerError::permanent(format!(
+                    "unknown queue {:?}",
+                    echo(&r.queue)
+                )));
+            }
             return Err(HandlerError::permanent(format!(
                 "batch {:?} does not exist",
                 echo(&r.id)
             )));
         };
         if batch.queue != r.queue {
+            if !self.store.queue_exists(&r.queue).await? {
+                return Err(HandlerError::permanent(format!(
+                    "unknown queue {:?}",
+                    echo(&r.queue)
+                )));
+            }
             return Err(HandlerError::permanent(format!(
                 "batch {:?} belongs to queue {:?}, not {:?}",
                 echo(&r.id),
@@ -220,16 +229,18 @@ impl MergeStage {
             .collect();
         // Log first: a failed log publish means Runway never hears of the batch. The events go
         // out one after the other, so the log keeps the members' order.
-        for request_id in &batch.contains {
-            self.outbox
-                .log(request_id, "landing", &batch.id, "")
-                .await?;
-        }
         let request = MergeRequest {
             id: batch.id.clone(),
             queue_name: batch.queue.clone(),
             steps,
         };
+        // Each member's log event, in order, then the request: Runway never hears of a batch
+        // whose landing was not logged.
+        for request_id in &batch.contains {
+            self.outbox
+                .log(request_id, "landing", &batch.id, "")
+                .await?;
+        }
         self.outbox
             .runway_merge
             .publish(&request, id(&batch.id)?, &batch.queue, Metadata::new())
@@ -283,6 +294,7 @@ impl MergeSignalStage {
         }
         let failure = failure_reason(&result);
         // Only the batch's own requests: a result cannot write revisions onto others.
+        let mut revisions: Vec<(&str, Vec<String>)> = Vec::new();
         for step in result
             .steps
             .iter()
@@ -291,8 +303,11 @@ impl MergeSignalStage {
             let outputs: Vec<String> = step.outputs.iter().map(|o| o.id.clone()).collect();
             if !outputs.is_empty() {
                 tracing::info!(request = %step.step_id, revisions = ?outputs, "landed");
-                self.store.set_revisions(&step.step_id, &outputs).await?;
+                revisions.push((&step.step_id, outputs));
             }
+        }
+        if !revisions.is_empty() {
+            self.store.set_revisions(&revisions).await?;
         }
         if is_terminal(batch.state()) {
             self.store.repair_batch_membership(&batch).await?;
@@ -320,7 +335,14 @@ pub async fn settle_request(
     state: RequestState,
     error: &str,
 ) -> Result<(), HandlerError> {
-    let Some(mut request) = store.request(request_id).await? else {
+    // A landed request takes its revisions: read both at once.
+    let (request, revisions) = tokio::join!(store.request(request_id), async {
+        match state {
+            RequestState::Landed => store.revisions(request_id).await.map(Some),
+            _ => Ok(None),
+        }
+    });
+    let Some(mut request) = request? else {
         return Ok(());
     };
     let event = match state {
@@ -332,8 +354,8 @@ pub async fn settle_request(
     if request.state() != state {
         request.set_state(state);
         request.error = error.clone().into_owned();
-        if state == RequestState::Landed {
-            request.revisions = store.revisions(request_id).await?;
+        if let Some(revisions) = revisions? {
+            request.revisions = revisions;
         }
         store.update_request(&mut request).await?;
     } else {

@@ -16,14 +16,11 @@
 //! | `<p>:st:queues` | set | the registered queues |
 //!
 //! [`Store::update_batch`] and [`Store::update_request`] write only when the stored version
-//! equals the version the caller read (one script: check, then write); a mismatch is a
-//! [`StoreError::Conflict`], which stages turn into a retryable failure so the redelivery
-//! re-reads. The script returns the state the record had (its `s`), so after a successful
-//! update the membership moves in one round trip: `SREM` from that state's set and `SADD` to the
-//! new one, pipelined (from every other state's set for a record written before `s` was kept).
-//! The sets are written after the CAS, not with it, and [`Store::repair_batch_membership`] puts
-//! them right from the record. (Moving them inside the script would save that round trip, but a
-//! key given to a script needs read and write access, and the roles may only write the sets.)
+//! equals the version the caller read; a mismatch is a [`StoreError::Conflict`], which stages
+//! turn into a retryable failure so the redelivery re-reads. The same script moves the record's
+//! id into its new state's set (one `SMOVE` from the state the record had), so a record and its
+//! membership change together; [`Store::repair_batch_membership`] puts the sets right from the
+//! record for records written otherwise (clients that write the sets after the record).
 //!
 //! Text the stages write that echoes their input is bounded (see [`cut`]): an identifier quoted
 //! in a reason keeps at most [`MAX_ECHO`] bytes, a reason at most [`MAX_REASON`].
@@ -98,18 +95,30 @@ pub fn bounded(e: HandlerError) -> HandlerError {
     out
 }
 
-/// Write the record only if the stored version is the one read. KEYS: 1 entity. ARGV: 1 the
-/// version read (`0` for a new record), 2 the new version, 3 the record, 4 its state's name.
-/// Returns 0 on a version mismatch; when written, the state the record had before: `""` for a
-/// new record, `"?"` for one written without its state (before `s` was kept) and for this very
-/// write found applied already (the client re-sends a command whose reply a reconnect lost: the
-/// write is then a success, and the membership is repaired from every state).
+/// Write the record only if the stored version is the one read, and move its id between the
+/// membership sets. KEYS: 1 entity, then (optional) the kind's state sets. ARGV: 1 the version
+/// read (`0` for a new record), 2 the new version, 3 the record, 4 its state's name, and when
+/// sets are given 5 the record's id and 6… the state of each set, in `KEYS` order. Returns 0 on
+/// a version mismatch; when written, the state the record had before: `""` for a new record,
+/// `"?"` for one written without its state (before `s` was kept) and for this very write found
+/// applied already (the client re-sends a command whose reply a reconnect lost: the write is
+/// then a success). The id is moved with one `SMOVE` from the state the record had; when that
+/// state is unknown, or its set does not hold the id, it is removed from every other set.
 const CAS: &str = include_str!("lua/store_cas.lua");
 
 /// Count a wake-up once per message. KEYS: 1 the queue's `speculations` list, 2 the message's
 /// `speculated` marker. ARGV: 1 the marker's TTL (ms), 2 the batch. Returns 1 when counted, 0
 /// when the message was counted before (a redelivery).
 const NOTE_SPECULATION: &str = include_str!("lua/note_speculation.lua");
+
+/// Replace lists. KEYS: the lists. ARGV: for each list in `KEYS` order, its number of items,
+/// then the items. Returns the number of lists.
+const SET_LISTS: &str = include_str!("lua/set_lists.lua");
+
+/// A count as a script argument.
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
 
 /// A store failure.
 #[derive(Debug)]
@@ -171,6 +180,7 @@ pub struct Store {
     marker_ttl_ms: i64,
     cas: Arc<Script>,
     note_speculation: Arc<Script>,
+    set_lists: Arc<Script>,
 }
 
 impl std::fmt::Debug for Store {
@@ -195,6 +205,7 @@ impl Store {
                 .max(1),
             cas: Arc::new(Script::from_lua(CAS)),
             note_speculation: Arc::new(Script::from_lua(NOTE_SPECULATION)),
+            set_lists: Arc::new(Script::from_lua(SET_LISTS)),
         }
     }
 
@@ -268,39 +279,43 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", echo(&key))))
     }
 
-    /// Compare-and-set the record at `key`; on success returns the state it had before (see
-    /// [`Previous`]).
+    /// Write `record` under `key` if its stored version is `read_version` and move its id
+    /// into the set of `state` among the sets of `kind` in `queue` (one script, one slot).
+    #[allow(clippy::too_many_arguments)]
     async fn write<M: json::JsonMessage>(
         &self,
         key: String,
         what: &str,
         read_version: i64,
         record: &M,
+        (queue, kind, id): (&str, &str, &str),
         state: &str,
-    ) -> Result<Previous, StoreError> {
+        all: &[&str],
+    ) -> Result<(), StoreError> {
         let data = json::to_vec(record).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+        let mut keys = vec![key.clone()];
+        keys.extend(all.iter().map(|s| self.member_key(queue, kind, s)));
+        let mut args = vec![
+            Value::from(read_version.to_string()),
+            Value::from((read_version + 1).to_string()),
+            Value::Bytes(data.into()),
+            Value::from(state),
+            Value::from(id),
+        ];
+        args.extend(all.iter().map(|s| Value::from(*s)));
         let reply: Value = self
             .cas
-            .evalsha_with_reload(
-                &self.client,
-                vec![key],
-                vec![
-                    Value::from(read_version.to_string()),
-                    Value::from((read_version + 1).to_string()),
-                    Value::Bytes(data.into()),
-                    Value::from(state),
-                ],
-            )
+            .evalsha_with_reload(&self.client, keys, args)
             .await
             .map_err(transport)?;
-        match reply.as_bytes() {
-            Some(b"") => Ok(Previous::New),
-            Some(b"?") => Ok(Previous::Unknown),
-            Some(before) => Ok(Previous::State(
-                String::from_utf8_lossy(before).into_owned(),
-            )),
-            None => Err(StoreError::Conflict(what.to_owned())),
+        if reply.as_bytes().is_none() {
+            return Err(StoreError::Conflict(what.to_owned()));
         }
+        // One wait covers the record and its membership (one slot, one connection).
+        self.backend
+            .wait_replicated(&key)
+            .await
+            .map_err(StoreError::Transport)
     }
 
     /// The batch `id`, if it exists.
@@ -313,38 +328,26 @@ impl Store {
         self.load(self.request_key(id)).await
     }
 
-    /// Write `batch` if its stored version is still `batch.version`, then bump the version and
-    /// move its membership record from the state it had to its new one.
+    /// Write `batch` if its stored version is still `batch.version`, bumping the version, and
+    /// move its membership record from the state it had to its new one in the same script.
     pub async fn update_batch(&self, batch: &mut Batch) -> Result<(), StoreError> {
         let read = batch.version;
         batch.version = read + 1;
-        let state = batch.state().as_str_name();
         let result = self
             .write(
                 self.batch_key(&batch.id),
                 &format!("batch {}", echo(&batch.id)),
                 read,
                 &*batch,
-                state,
+                (&batch.queue, "batch", &batch.id),
+                batch.state().as_str_name(),
+                &batch_states(),
             )
             .await;
-        match result {
-            Ok(before) => {
-                self.move_member(
-                    &batch.queue,
-                    "batch",
-                    &batch.id,
-                    &before,
-                    state,
-                    &batch_states(),
-                )
-                .await
-            }
-            Err(e) => {
-                batch.version = read;
-                Err(e)
-            }
+        if result.is_err() {
+            batch.version = read;
         }
+        result
     }
 
     /// Write `request` if its stored version is still `request.version` (see
@@ -352,51 +355,35 @@ impl Store {
     pub async fn update_request(&self, request: &mut Request) -> Result<(), StoreError> {
         let read = request.version;
         request.version = read + 1;
-        let state = request.state().as_str_name();
         let result = self
             .write(
                 self.request_key(&request.id),
                 &format!("request {}", echo(&request.id)),
                 read,
                 &*request,
-                state,
+                (&request.queue, "request", &request.id),
+                request.state().as_str_name(),
+                &request_states(),
             )
             .await;
-        match result {
-            Ok(before) => {
-                let all = request_states();
-                self.move_member(&request.queue, "request", &request.id, &before, state, &all)
-                    .await
-            }
-            Err(e) => {
-                request.version = read;
-                Err(e)
-            }
+        if result.is_err() {
+            request.version = read;
         }
+        result
     }
 
-    /// Move `id` into the set of `state` and out of the set of the state it had: one pipeline
-    /// (a single round trip) of `SREM` from that set and `SADD` to the new one, or of `SREM`
-    /// from every other state's set when the state before is unknown. (`SMOVE` would save a
-    /// command, but it reads its source, and the roles may only write the sets.)
-    async fn move_member(
+    /// Put `id` in the set of `state` and in no other set of `kind` (pipelined).
+    async fn repair_member(
         &self,
         queue: &str,
         kind: &str,
         id: &str,
-        before: &Previous,
         state: &str,
         all: &[&str],
     ) -> Result<(), StoreError> {
-        let from: Vec<&str> = match before {
-            Previous::New => Vec::new(),
-            Previous::State(s) if s == state => Vec::new(),
-            Previous::State(s) => vec![s.as_str()],
-            Previous::Unknown => all.iter().copied().filter(|s| *s != state).collect(),
-        };
         let pipeline = self.client.pipeline();
         let command = |name| CustomCommand::new_static(name, ClusterHash::FirstKey, false);
-        for other in from {
+        for other in all.iter().filter(|s| **s != state) {
             let args = vec![self.member_key(queue, kind, other).into(), id.into()];
             pipeline
                 .custom::<(), Value>(command("SREM"), args)
@@ -410,8 +397,6 @@ impl Store {
             .await
             .map_err(transport)?;
         pipeline.all::<Value>().await.map_err(transport)?;
-        // Every write of the queue's records (one hash slot) went over the connection to its
-        // master, before this: one wait covers the record, its membership and its revisions.
         self.backend
             .wait_replicated(&target)
             .await
@@ -420,11 +405,10 @@ impl Store {
 
     /// Put the batch's membership record right: in its state's set and no other.
     pub async fn repair_batch_membership(&self, batch: &Batch) -> Result<(), StoreError> {
-        self.move_member(
+        self.repair_member(
             &batch.queue,
             "batch",
             &batch.id,
-            &Previous::Unknown,
             batch.state().as_str_name(),
             &batch_states(),
         )
@@ -433,11 +417,10 @@ impl Store {
 
     /// Put the request's membership record right.
     pub async fn repair_request_membership(&self, request: &Request) -> Result<(), StoreError> {
-        self.move_member(
+        self.repair_member(
             &request.queue,
             "request",
             &request.id,
-            &Previous::Unknown,
             request.state().as_str_name(),
             &request_states(),
         )
@@ -461,20 +444,36 @@ impl Store {
         Ok(ids)
     }
 
-    /// Record the revisions a request's step produced (idempotent).
-    pub async fn set_revisions(
-        &self,
-        request: &str,
-        revisions: &[String],
-    ) -> Result<(), StoreError> {
-        let key = self.revisions_key(request);
-        self.cmd("DEL", vec![key.clone().into()]).await?;
-        if revisions.is_empty() {
-            return Ok(());
+    /// Record the revisions each request's step produced (idempotent): one script per queue,
+    /// whose revision lists share a slot.
+    pub async fn set_revisions(&self, revisions: &[(&str, Vec<String>)]) -> Result<(), StoreError> {
+        let mut by_queue: Vec<(&str, Vec<String>, Vec<Value>)> = Vec::new();
+        for (request, list) in revisions {
+            let queue = queue_of(request);
+            let at = match by_queue.iter().position(|(q, _, _)| *q == queue) {
+                Some(at) => at,
+                None => {
+                    by_queue.push((queue, Vec::new(), Vec::new()));
+                    by_queue.len() - 1
+                }
+            };
+            let (_, keys, args) = &mut by_queue[at];
+            keys.push(self.revisions_key(request));
+            args.push(Value::from(count(list.len())));
+            args.extend(list.iter().map(|r| Value::from(r.as_str())));
         }
-        let mut args: Vec<Value> = vec![key.into()];
-        args.extend(revisions.iter().map(|r| Value::from(r.as_str())));
-        self.cmd("RPUSH", args).await.map(drop)
+        for (_, keys, args) in by_queue {
+            let key = keys[0].clone();
+            self.set_lists
+                .evalsha_with_reload::<Value, _, _>(&self.client, keys, args)
+                .await
+                .map_err(transport)?;
+            self.backend
+                .wait_replicated(&key)
+                .await
+                .map_err(StoreError::Transport)?;
+        }
+        Ok(())
     }
 
     /// The revisions recorded for a request.
@@ -573,17 +572,6 @@ fn batch_states() -> Vec<&'static str> {
 
 fn request_states() -> Vec<&'static str> {
     REQUEST_STATES.iter().map(|s| s.as_str_name()).collect()
-}
-
-/// The state a record had before a successful write.
-#[derive(Debug)]
-enum Previous {
-    /// There was no record.
-    New,
-    /// The record was in this state.
-    State(String),
-    /// The record was written without its state.
-    Unknown,
 }
 
 const REQUEST_STATES: [RequestState; 5] = [

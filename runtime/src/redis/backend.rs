@@ -786,6 +786,10 @@ impl RedisBackend {
         // consumer claims after one of this loop's claims is then in the PEL at a later claim,
         // which learns when it expires (W3), unless it expires within `POLL`.
         let idle_poll = IDLE_POLL.min(sub.visibility_timeout.max(POLL));
+        // When a claim next scans the PEL for entries past the visibility timeout (W3): a scan
+        // says when the first pending entry may expire, and an expiry only moves later, so the
+        // claims before then skip the scan.
+        let mut scan_at = Instant::now();
 
         // An entry of another protocol version stops the loop (see `check_version`): what is
         // in flight is finished or released as on shutdown, and the entry stays pending for a
@@ -796,6 +800,7 @@ impl RedisBackend {
             if reconnected(&mut reconnects) {
                 recover_due = Instant::now();
                 claim_at = Instant::now();
+                scan_at = Instant::now();
             }
             // This consumer's own pending entries that nobody here works on (a claim whose
             // reply was lost in a reconnect): now and then, after a reconnect, and after any
@@ -821,15 +826,20 @@ impl RedisBackend {
             let free = sub.batch_size.saturating_sub(tasks.len());
             let refill = free >= sub.batch_size.div_ceil(4) || tasks.is_empty();
             if refill && failed.is_none() && Instant::now() >= claim_at {
-                match ctx.claim(free).await {
+                let scan = Instant::now() >= scan_at;
+                match ctx.claim(free, scan).await {
                     Ok(claim) => {
+                        if scan {
+                            scan_at = Instant::now() + claim.scan_again(sub.visibility_timeout);
+                        }
                         let most = if listening.load(Ordering::SeqCst) {
                             idle_poll
                         } else {
                             POLL
                         };
+                        let until_scan = scan_at.saturating_duration_since(Instant::now());
                         let wait = claim
-                            .wait(sub.visibility_timeout)
+                            .wait(until_scan)
                             .map_or(Duration::ZERO, |w| w.min(most));
                         claim_at = Instant::now() + wait;
                         for d in claim.deliveries {
@@ -847,6 +857,7 @@ impl RedisBackend {
                 tracing::warn!(topic = %sub.topic, group = %sub.group, "reading deliveries failed: {e}");
                 recover_due = Instant::now() + error_backoff;
                 claim_at = recover_due;
+                scan_at = recover_due;
                 error_backoff = (error_backoff * 2).min(Duration::from_secs(2));
             } else {
                 error_backoff = Duration::from_millis(50);
@@ -1290,17 +1301,26 @@ struct ClaimReply {
 }
 
 impl ClaimReply {
-    /// How long the loop may wait before it claims again, as far as this claim can tell:
-    /// `None` when it should claim again as soon as it has room.
-    fn wait(&self, visibility_timeout: Duration) -> Option<Duration> {
+    /// After a claim that scanned: how long until a claim must scan again, as far as this one
+    /// can tell (W3): when the first pending entry may expire, a visibility timeout when none
+    /// is pending, at once when the scan may have stopped at its count, [`POLL`] when unknown.
+    fn scan_again(&self, visibility_timeout: Duration) -> Duration {
+        match self.expires_in_ms {
+            -1 => visibility_timeout,
+            n if n >= 0 => Duration::from_millis(n as u64),
+            _ if self.more => Duration::ZERO,
+            _ => POLL,
+        }
+    }
+
+    /// How long the loop may wait before it claims again, as far as this claim can tell, when
+    /// the next scan is `until_scan` away: `None` when it should claim again as soon as it has
+    /// room.
+    fn wait(&self, until_scan: Duration) -> Option<Duration> {
         if self.more {
             return None;
         }
-        let mut wait = match self.expires_in_ms {
-            -1 => visibility_timeout,
-            n if n >= 0 => Duration::from_millis(n as u64),
-            _ => POLL,
-        };
+        let mut wait = until_scan;
         if self.next_due_ms >= 0 {
             let due = self.next_due_ms.saturating_sub(self.now_ms).max(0);
             wait = wait.min(Duration::from_millis(due as u64));
@@ -1545,10 +1565,14 @@ impl LoopContext {
         ]
     }
 
-    async fn claim(&self, count: usize) -> Result<ClaimReply, TransportError> {
+    /// Claim up to `count` deliveries; `scan` for entries past the visibility timeout too.
+    async fn claim(&self, count: usize, scan: bool) -> Result<ClaimReply, TransportError> {
         let mut args = self.head_args();
         args.push(count_arg(count).into());
         args.push(millis(self.sub.visibility_timeout).into());
+        if !scan {
+            args.push("0".into());
+        }
         let reply: Value = self
             .backend
             .inner

@@ -70,7 +70,8 @@ const HELPERS: &str = include_str!("../../lua/helpers.lua");
 pub(crate) const PUBLISH: &str = include_str!("../../lua/publish.lua");
 
 /// Hand out up to ARGV[6] deliveries to consumer ARGV[2]; ARGV[7] is the visibility timeout
-/// (ms). In order: entries whose due time has come (retries, postponed, released, promoted
+/// (ms); ARGV[8], when `0`, skips the scan for expired entries (the loop scans by the time
+/// W3 says). In order: entries whose due time has come (retries, postponed, released, promoted
 /// heads), then entries idle past the visibility timeout (a crashed or stuck worker: counts an
 /// attempt; dead-lettered at max attempts), then new entries (each becomes its key's head, or
 /// waits behind it: I1). Deleted or trimmed entries met on the way are dead-lettered as
@@ -90,8 +91,8 @@ pub(crate) const PUBLISH: &str = include_str!("../../lua/publish.lua");
 /// - `expires_in_ms` (W3) is how long until the first entry of the group's PEL may pass the
 ///   visibility timeout (`vt - idle`, at least 1), `-1` when the PEL is empty (so nothing can
 ///   expire within a visibility timeout from now: what is claimed later is idle from then),
-///   or `-2` when unknown (`more` is `1`, the `XAUTOCLAIM` scan stopped before the PEL's end,
-///   or the PEL has 100 entries or more). An entry's expiry only moves later (a reclaim or an
+///   or `-2` when unknown (the claim did not scan, `more` is `1`, the `XAUTOCLAIM` scan
+///   stopped before the PEL's end, or the PEL has 100 entries or more). An entry's expiry only moves later (a reclaim or an
 ///   extension resets its idle time), so this is a lower bound a loop may sleep until.
 const CLAIM_BODY: &str = include_str!("../../lua/claim.lua");
 

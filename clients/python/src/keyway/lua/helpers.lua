@@ -31,9 +31,13 @@ local function cap(s)
   end
   return string.sub(s, 1, keep) .. marker
 end
-local function cleanup(id)
-  redis.call('HDEL', KEYS[6], id)
-  redis.call('HDEL', KEYS[7], id)
+-- Forget what the group kept of an entry it is done with. `first` says it was on its first
+-- delivery (epoch 1): no attempt or error can have been recorded for it then.
+local function cleanup(id, first)
+  if not first then
+    redis.call('HDEL', KEYS[6], id)
+    redis.call('HDEL', KEYS[7], id)
+  end
   redis.call('HDEL', KEYS[8], id)
 end
 -- The head of `pk` is done: promote the next waiting entry of the key (due now), or free it.
@@ -94,11 +98,13 @@ local function dead_letter(id, fields, reason, failures, detail, pk, malformed)
   redis.call(unpack(args))
   return 1
 end
+-- Returns true when the next entry of its key was promoted (it is due now).
 local function tombstone(id, reason)
   local pk = redis.call('HGET', KEYS[8], id)
   local failures = tonumber(redis.call('HGET', KEYS[6], id) or '0')
   redis.call('XACK', KEYS[1], ARGV[1], id)
   dead_letter(id, nil, reason, failures, {'kind', 'tombstone'}, pk)
-  release_if_head(pk, id)
+  local promoted = release_if_head(pk, id)
   cleanup(id)
+  return promoted
 end
