@@ -20,6 +20,8 @@
 //!   the backlog.
 //! - *Half rate*: half as many batches, submitted one by one at half the saturated rate, the
 //!   roles running.
+//! - *Alone*: 20 batches one at a time, each 100 ms after the last concluded, on the idle
+//!   loop.
 //!
 //! A batch is *concluded* when both its requests have left `QUEUED` (conclude settles them
 //! only once the batch is terminal) and its speculate wake-up is recorded; at the end every
@@ -74,6 +76,10 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
 const FAKE: AnyMerger = AnyMerger::Fake(FakeMerger);
+
+/// Batches submitted one at a time on an idle loop, and the pause before each.
+const ALONE: usize = 20;
+const ALONE_PAUSE: Duration = Duration::from_millis(100);
 
 /// `redis-benchmark`: requests, clients, and the payload of each `XADD`.
 const BASELINE_REQUESTS: usize = 20_000;
@@ -960,6 +966,8 @@ struct LoopRun {
     half_rate: f64,
     half: Latency,
     half_costs: Costs,
+    /// One batch at a time on an idle loop.
+    single: Latency,
     submit_costs: Costs,
 }
 
@@ -1040,6 +1048,19 @@ fn run_loop(mode: Mode, rt: &Runtime, setup: &Setup) -> LoopRun {
     let half = latency(&trickled, &concluded);
     verify(&mut probe, &prefix, &trickled);
 
+    // One batch at a time on an idle loop: each submitted a while after the last concluded.
+    let mut alone = Vec::new();
+    let mut alone_concluded = Vec::new();
+    for k in 0..ALONE {
+        std::thread::sleep(ALONE_PAUSE);
+        let one = rt.block_on(submit_one(&submitter, &store, "alone", n + count + k));
+        let done = observer.wait(std::slice::from_ref(&one), &mut roles);
+        alone.push(one);
+        alone_concluded.extend(done);
+    }
+    let single = latency(&alone, &alone_concluded);
+    verify(&mut probe, &prefix, &alone);
+
     roles.stop(rt);
     drop(submitter);
     drop(probe);
@@ -1052,6 +1073,7 @@ fn run_loop(mode: Mode, rt: &Runtime, setup: &Setup) -> LoopRun {
         half_rate,
         half,
         half_costs,
+        single,
         submit_costs,
     }
 }
@@ -1181,7 +1203,7 @@ fn main() {
         row(name, unit, values, None);
     }
     type Figure<'a> = (&'a str, &'a str, fn(&LoopRun) -> f64, &'a [f64]);
-    let figures: [Figure<'_>; 18] = [
+    let figures: [Figure<'_>; 20] = [
         ("batches/s at saturation", "1/s", |r| r.rate, &rate),
         (
             "  latency p50 (from the backlog)",
@@ -1211,6 +1233,13 @@ fn main() {
         ("  latency max", "ms", |r| r.half.max, &max),
         ("  Redis commands", "", |r| r.half_costs.commands, &one),
         ("  client requests", "", |r| r.half_costs.requests, &one),
+        (
+            "one batch on an idle loop: p50",
+            "ms",
+            |r| r.single.p50,
+            &p50,
+        ),
+        ("  max", "ms", |r| r.single.max, &max),
         (
             "submitting: Redis commands",
             "",

@@ -173,28 +173,29 @@ impl TopicHandler<otopics::SubmitqueueMerge> for MergeStage {
 }
 
 impl MergeStage {
+    /// An error naming `queue` when it is not registered.
+    async fn known_queue(&self, queue: &str) -> Result<(), HandlerError> {
+        if self.store.queue_exists(queue).await? {
+            return Ok(());
+        }
+        Err(HandlerError::permanent(format!(
+            "unknown queue {:?}",
+            echo(queue)
+        )))
+    }
+
     async fn merge(&self, r: BatchRef) -> Result<Handled, HandlerError> {
         // A batch is created in a registered queue, so the queue is looked up only to say
         // why a batch is missing or named with another queue.
         let Some(batch) = self.store.batch(&r.id).await? else {
-            if !self.store.queue_exists(&r.queue).await? {
-                return Err(HandlerError::permanent(format!(
-                    "unknown queue {:?}",
-                    echo(&r.queue)
-                )));
-            }
+            self.known_queue(&r.queue).await?;
             return Err(HandlerError::permanent(format!(
                 "batch {:?} does not exist",
                 echo(&r.id)
             )));
         };
         if batch.queue != r.queue {
-            if !self.store.queue_exists(&r.queue).await? {
-                return Err(HandlerError::permanent(format!(
-                    "unknown queue {:?}",
-                    echo(&r.queue)
-                )));
-            }
+            self.known_queue(&r.queue).await?;
             return Err(HandlerError::permanent(format!(
                 "batch {:?} belongs to queue {:?}, not {:?}",
                 echo(&r.id),
@@ -229,18 +230,16 @@ impl MergeStage {
             .collect();
         // Log first: a failed log publish means Runway never hears of the batch. The events go
         // out one after the other, so the log keeps the members' order.
-        let request = MergeRequest {
-            id: batch.id.clone(),
-            queue_name: batch.queue.clone(),
-            steps,
-        };
-        // Each member's log event, in order, then the request: Runway never hears of a batch
-        // whose landing was not logged.
         for request_id in &batch.contains {
             self.outbox
                 .log(request_id, "landing", &batch.id, "")
                 .await?;
         }
+        let request = MergeRequest {
+            id: batch.id.clone(),
+            queue_name: batch.queue.clone(),
+            steps,
+        };
         self.outbox
             .runway_merge
             .publish(&request, id(&batch.id)?, &batch.queue, Metadata::new())
