@@ -580,7 +580,8 @@ async fn a_redelivered_terminal_result_repairs_and_fans_out_with_the_same_ids() 
     signal(&e, result(MergeOutcome::Succeeded, ""))
         .await
         .unwrap();
-    // The membership record is damaged (it is written after the CAS, so it can be).
+    // The membership record is damaged (a client that writes the sets after the record, as
+    // the Python one does, can leave it so).
     e.store
         .repair_batch_membership(&Batch {
             id: "payments/batch/1".into(),
@@ -614,6 +615,72 @@ async fn a_redelivered_terminal_result_repairs_and_fans_out_with_the_same_ids() 
         2,
         "no second update"
     );
+}
+
+/// `SADD` (`add`) or `SREM` the batch from the set of `state`, behind the store's back.
+async fn tamper(e: &Env, state: BatchState, add: bool) {
+    let key = format!(
+        "{}:st:{{payments}}:batchs:{}",
+        e.backend.config().redis.key_prefix,
+        state.as_str_name()
+    );
+    let name = if add { "SADD" } else { "SREM" };
+    e.backend
+        .client()
+        .custom::<Value, Value>(
+            CustomCommand::new_static(name, ClusterHash::FirstKey, false),
+            vec![key.into(), "payments/batch/1".into()],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_moves_the_membership_with_the_record_and_mends_a_set_that_lost_it() {
+    let e = env().await;
+    let mut batch = seed(&e.store, BatchState::Merging).await;
+    assert_eq!(
+        in_state(&e, BatchState::Merging).await,
+        ["payments/batch/1"]
+    );
+    // Moved from the state it had.
+    batch.set_state(BatchState::Speculating);
+    e.store.update_batch(&mut batch).await.unwrap();
+    assert!(in_state(&e, BatchState::Merging).await.is_empty());
+    assert_eq!(
+        in_state(&e, BatchState::Speculating).await,
+        ["payments/batch/1"]
+    );
+    // The set of the state it had lost it: the write still lands it in the new state's set.
+    tamper(&e, BatchState::Speculating, false).await;
+    tamper(&e, BatchState::Failed, true).await;
+    batch.set_state(BatchState::Succeeded);
+    let resent = batch.clone();
+    e.store.update_batch(&mut batch).await.unwrap();
+    assert_eq!(
+        in_state(&e, BatchState::Succeeded).await,
+        ["payments/batch/1"]
+    );
+    assert!(in_state(&e, BatchState::Failed).await.is_empty());
+    // The same write again (its reply lost): a success that mends every set.
+    tamper(&e, BatchState::Cancelled, true).await;
+    let mut again = resent;
+    e.store.update_batch(&mut again).await.unwrap();
+    assert_eq!(again.version, batch.version);
+    assert!(in_state(&e, BatchState::Cancelled).await.is_empty());
+    assert_eq!(
+        in_state(&e, BatchState::Succeeded).await,
+        ["payments/batch/1"]
+    );
+    // A stale write is a conflict and moves nothing.
+    let mut stale = again.clone();
+    stale.version -= 1;
+    stale.set_state(BatchState::Failed);
+    assert!(matches!(
+        e.store.update_batch(&mut stale).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(in_state(&e, BatchState::Failed).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
