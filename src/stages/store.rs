@@ -279,30 +279,32 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", echo(&key))))
     }
 
-    /// Write `record` under `key` if its stored version is `read_version` and move its id
-    /// into the set of `state` among the sets of `kind` in `queue` (one script, one slot).
-    #[allow(clippy::too_many_arguments)]
+    /// Write `record` under `key` if its stored version is `read_version` and move it into its
+    /// state's set (one script, one slot).
     async fn write<M: json::JsonMessage>(
         &self,
         key: String,
         what: &str,
         read_version: i64,
         record: &M,
-        (queue, kind, id): (&str, &str, &str),
-        state: &str,
-        all: &[&str],
+        member: Member<'_>,
     ) -> Result<(), StoreError> {
         let data = json::to_vec(record).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
         let mut keys = vec![key.clone()];
-        keys.extend(all.iter().map(|s| self.member_key(queue, kind, s)));
+        keys.extend(
+            member
+                .states
+                .iter()
+                .map(|s| self.member_key(member.queue, member.kind, s)),
+        );
         let mut args = vec![
             Value::from(read_version.to_string()),
             Value::from((read_version + 1).to_string()),
             Value::Bytes(data.into()),
-            Value::from(state),
-            Value::from(id),
+            Value::from(member.state),
+            Value::from(member.id),
         ];
-        args.extend(all.iter().map(|s| Value::from(*s)));
+        args.extend(member.states.iter().map(|s| Value::from(*s)));
         let reply: Value = self
             .cas
             .evalsha_with_reload(&self.client, keys, args)
@@ -339,9 +341,13 @@ impl Store {
                 &format!("batch {}", echo(&batch.id)),
                 read,
                 &*batch,
-                (&batch.queue, "batch", &batch.id),
-                batch.state().as_str_name(),
-                &batch_states(),
+                Member {
+                    queue: &batch.queue,
+                    kind: "batch",
+                    id: &batch.id,
+                    state: batch.state().as_str_name(),
+                    states: &batch_states(),
+                },
             )
             .await;
         if result.is_err() {
@@ -361,9 +367,13 @@ impl Store {
                 &format!("request {}", echo(&request.id)),
                 read,
                 &*request,
-                (&request.queue, "request", &request.id),
-                request.state().as_str_name(),
-                &request_states(),
+                Member {
+                    queue: &request.queue,
+                    kind: "request",
+                    id: &request.id,
+                    state: request.state().as_str_name(),
+                    states: &request_states(),
+                },
             )
             .await;
         if result.is_err() {
@@ -552,6 +562,16 @@ impl Store {
             .await?;
         Ok(v.into_array().iter().filter_map(Value::as_string).collect())
     }
+}
+
+/// A record's place in the membership sets: `id` of `kind` in `queue` is in `state`, one of
+/// `states`.
+struct Member<'a> {
+    queue: &'a str,
+    kind: &'a str,
+    id: &'a str,
+    state: &'a str,
+    states: &'a [&'a str],
 }
 
 const BATCH_STATES: [BatchState; 9] = [

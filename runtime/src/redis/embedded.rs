@@ -103,7 +103,7 @@ pub(super) fn find_binary() -> Result<PathBuf, EmbeddedError> {
 
 /// A loopback port nothing listens on, picked below the kernel's ephemeral range so that no
 /// outgoing connection (tests open thousands) can be holding it when the server binds it.
-pub(super) fn free_port() -> Result<u16, EmbeddedError> {
+fn free_port() -> Result<u16, EmbeddedError> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -148,7 +148,7 @@ fn logged_ready(log: &Path, start: u64) -> bool {
 const READY: &[u8] = b"Ready to accept connections";
 
 /// The last lines of a server's log, for an error that says why it stopped.
-pub(super) fn log_tail(log: &Path) -> String {
+fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(3)..].join(" | ")
