@@ -137,6 +137,39 @@ async def test_one_key_at_a_time_in_publish_order_across_consumers(client: Clien
     assert seen == {f"k{k}": [i for i in range(12) if i % 3 == k] for k in range(3)}
 
 
+async def test_a_visibility_timeout_hands_a_stuck_delivery_to_another_consumer(
+    client: Client, redis: aioredis.Redis
+) -> None:
+    await topics.runway_merge_producer(client).publish(request(1), id="m/1", partition_key="q")
+    sub = Subscription(batch_size=4, visibility_timeout=0.2, max_attempts=3, backoff=Backoff(0.01, 1.0, 0.01))
+    attempts: list[int] = []
+    stuck = asyncio.Event()
+
+    async def slow(m: MergeRequest, d: Delivery) -> None:
+        attempts.append(d.attempt)
+        if d.attempt == 1:
+            await stuck.wait()
+
+    async def quick(m: MergeRequest, d: Delivery) -> None:
+        attempts.append(d.attempt)
+
+    stop_slow = asyncio.Event()
+    first = asyncio.create_task(client.consumer(topics.RUNWAY_MERGE, "g", slow, sub).run(stop_slow))
+    for _ in range(500):
+        if attempts:
+            break
+        await asyncio.sleep(0.01)
+    assert attempts == [1]
+    # The second consumer's claims scan for the expired entry when the first scan said it would
+    # expire, and hand it over as attempt 2; the stuck one's late settle is refused.
+    await consume_until(client, quick, lambda: len(attempts) == 2, subscription=sub)
+    stuck.set()
+    stop_slow.set()
+    await asyncio.wait_for(first, 10)
+    assert attempts == [1, 2]
+    assert await redis.xlen("kw:{runway-merge}:s:runway-merge_dlq") == 0
+
+
 async def test_retry_counts_attempts_then_dead_letters_with_the_reason(client: Client, redis: aioredis.Redis) -> None:
     await topics.runway_merge_producer(client).publish(request(1), id="m/1", partition_key="q", metadata={"t": "x"})
     attempts: list[int] = []

@@ -334,13 +334,16 @@ class StreamLoop<Desc extends DescMessage> {
     let recoverDue = Date.now();
     let trimDue = Date.now() + this.client.trimIntervalMs;
     let claimAt = Date.now();
+    // When a claim next scans for entries past the visibility timeout: the last scan said when
+    // the first pending entry may expire, and an expiry only moves later.
+    let scanAt = Date.now();
     let errorBackoff = 50;
     try {
       while (!this.#stopping) {
         let failed: unknown;
         if (this.#reconnected) {
           this.#reconnected = false;
-          recoverDue = claimAt = Date.now();
+          recoverDue = claimAt = scanAt = Date.now();
         }
         if (Date.now() >= recoverDue && this.#inFlight.size < sub.batchSize) {
           recoverDue = Date.now() + recoverEvery;
@@ -360,9 +363,12 @@ class StreamLoop<Desc extends DescMessage> {
         const refill = free >= quarter || this.#inFlight.size === 0;
         if (refill && failed === undefined && Date.now() >= claimAt) {
           try {
-            const claim = await this.#claim(free);
+            const scan = Date.now() >= scanAt;
+            const claim = await this.#claim(free, scan);
+            if (claim.scanAgainMs !== undefined) scanAt = Date.now() + claim.scanAgainMs;
             const most = this.#listening ? idlePoll : POLL_MS;
-            claimAt = Date.now() + (claim.waitMs === undefined ? 0 : Math.min(claim.waitMs, most));
+            const untilScan = Math.max(scanAt - Date.now(), 0);
+            claimAt = Date.now() + (claim.waitMs === undefined ? 0 : Math.min(claim.waitMs, untilScan, most));
             for (const d of claim.deliveries) this.#spawn(d);
           } catch (e) {
             failed = e;
@@ -370,7 +376,7 @@ class StreamLoop<Desc extends DescMessage> {
         }
         if (failed !== undefined) {
           sub.logger.warn(`keyway: reading deliveries of ${sub.topic} as ${sub.group} failed: ${String(failed)}`);
-          recoverDue = claimAt = Date.now() + errorBackoff;
+          recoverDue = claimAt = scanAt = Date.now() + errorBackoff;
           errorBackoff = Math.min(errorBackoff * 2, 2000);
         } else {
           errorBackoff = 50;
@@ -423,11 +429,20 @@ class StreamLoop<Desc extends DescMessage> {
       .catch((e) => this.sub.logger.warn(`keyway: waking the group's other consumers failed: ${String(e)}`));
   }
 
-  async #claim(count: number): Promise<{ deliveries: Claimed[]; waitMs: number | undefined }> {
+  /**
+   * Claim up to `count` deliveries, scanning for expired entries when `scan`. `waitMs` is how
+   * long the claim says the loop may wait (undefined: claim again at once), not counting the
+   * next scan; `scanAgainMs`, after a scan, when a claim must scan again.
+   */
+  async #claim(
+    count: number,
+    scan: boolean,
+  ): Promise<{ deliveries: Claimed[]; waitMs: number | undefined; scanAgainMs: number | undefined }> {
     const reply = await this.#script(this.#scripts.claim, this.#keys.keys, [
       ...this.#headArgs(),
       count,
       delayArg(this.sub.visibilityTimeoutMs),
+      ...(scan ? [] : ["0"]),
     ]);
     if (!Array.isArray(reply) || reply.length < 5) throw protocolError("the claim script");
     const deliveries = parseDeliveries(reply[0], "the claim script");
@@ -435,10 +450,14 @@ class StreamLoop<Desc extends DescMessage> {
     if (nextDue === undefined || now === undefined || more === undefined || expires === undefined) {
       throw protocolError("the claim script");
     }
-    if (more === 1) return { deliveries, waitMs: undefined };
-    let wait = expires === -1 ? this.sub.visibilityTimeoutMs : expires >= 0 ? expires : POLL_MS;
-    if (nextDue >= 0) wait = Math.min(wait, Math.max(nextDue - now, 0));
-    return { deliveries, waitMs: wait };
+    let scanAgainMs: number | undefined;
+    if (scan) {
+      scanAgainMs =
+        expires === -1 ? this.sub.visibilityTimeoutMs : expires >= 0 ? expires : more === 1 ? 0 : POLL_MS;
+    }
+    if (more === 1) return { deliveries, waitMs: undefined, scanAgainMs };
+    const wait = nextDue >= 0 ? Math.max(nextDue - now, 0) : Infinity;
+    return { deliveries, waitMs: wait, scanAgainMs };
   }
 
   async #trim(): Promise<void> {

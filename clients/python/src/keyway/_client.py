@@ -534,6 +534,9 @@ class _Loop:
         recover_every = max(sub.visibility_timeout / 2, 0.2)
         trim_due = now() + self.client.trim_interval
         claim_at = now()
+        # When a claim next scans for entries past the visibility timeout: the last scan said
+        # when the first pending entry may expire, and an expiry only moves later.
+        scan_at = now()
         idle_poll = min(5.0, max(sub.visibility_timeout, 1.0))
         backoff = 0.05
 
@@ -573,8 +576,12 @@ class _Loop:
                 free = sub.batch_size - len(tasks)
                 if (free >= quarter or not tasks) and failed is None and now() >= claim_at:
                     try:
-                        reply = await self._group_script("claim", [free, _ms(sub.visibility_timeout)])
-                        wait = self._claim_wait(reply)
+                        scan = now() >= scan_at
+                        args: list[Any] = [free, _ms(sub.visibility_timeout)] + ([] if scan else ["0"])
+                        reply = await self._group_script("claim", args)
+                        if scan:
+                            scan_at = now() + self._scan_again(reply)
+                        wait = self._claim_wait(reply, max(scan_at - now(), 0.0))
                         most = idle_poll if listening[0] else 1.0
                         claim_at = now() + (0.0 if wait is None else min(wait, most))
                         for d in _deliveries(reply[0]):
@@ -583,7 +590,7 @@ class _Loop:
                         failed = e
                 if failed is not None:
                     log.warning("topic %s group %s: reading deliveries failed: %s", self.c.topic.key, self.c.group, failed)
-                    recover_due = claim_at = now() + backoff
+                    recover_due = claim_at = scan_at = now() + backoff
                     backoff = min(backoff * 2, 2.0)
                 else:
                     backoff = 0.05
@@ -620,17 +627,22 @@ class _Loop:
         if fatal is not None:
             raise fatal
 
-    def _claim_wait(self, reply: Any) -> float | None:
-        """How long to wait before claiming again, as far as the claim can tell (None: at once)."""
-        next_due, now_ms, more, expires = int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4])
+    def _scan_again(self, reply: Any) -> float:
+        """After a claim that scanned: seconds until a claim must scan again."""
+        more, expires = int(reply[3]), int(reply[4])
+        if expires == -1:
+            return self.sub.visibility_timeout
+        if expires >= 0:
+            return expires / 1000
+        return 0.0 if more == 1 else 1.0
+
+    def _claim_wait(self, reply: Any, until_scan: float) -> float | None:
+        """How long to wait before claiming again, as far as the claim can tell (None: at once),
+        when the next scan is ``until_scan`` seconds away."""
+        next_due, now_ms, more = int(reply[1]), int(reply[2]), int(reply[3])
         if more == 1:
             return None
-        if expires == -1:
-            wait = self.sub.visibility_timeout
-        elif expires >= 0:
-            wait = expires / 1000
-        else:
-            wait = 1.0
+        wait = until_scan
         if next_due >= 0:
             wait = min(wait, max(next_due - now_ms, 0) / 1000)
         return wait
