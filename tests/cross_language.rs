@@ -386,24 +386,26 @@ async fn python_submits_rust_lands_typescript_and_python_watch() {
     );
 
     // The Rust process stops cleanly and logged no panic.
-    let mut rust = workers.0.remove(0);
+    stop_cleanly(workers.0.remove(0), "keyway run all");
+    let _ = fs::remove_file(&config);
+}
+
+/// Stop `child` (a `keyway run` process, `what`) with SIGTERM: it exits with success and its
+/// log has no panic.
+fn stop_cleanly(mut child: Child, what: &str) {
     let _ = Command::new("kill")
-        .args(["-TERM", &rust.id().to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status();
-    let status = rust.wait().unwrap();
+    let status = child.wait().unwrap();
     let mut log = String::new();
-    if let Some(err) = rust.stderr.take() {
+    if let Some(err) = child.stderr.take() {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
             log.push_str(&line);
             log.push('\n');
         }
     }
-    assert!(
-        status.success(),
-        "keyway run all exited with {status}:\n{log}"
-    );
+    assert!(status.success(), "{what} exited with {status}:\n{log}");
     assert!(!log.contains("panicked"), "{log}");
-    let _ = fs::remove_file(&config);
 }
 
 // Shared by the tests below: a server of their own, peers in the other languages, raw reads.
@@ -1133,22 +1135,7 @@ async fn a_poison_payload_from_python_is_dead_lettered_by_keyway_run_and_its_key
         rust.try_wait().unwrap().is_none(),
         "keyway run merge exited"
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &rust.id().to_string()])
-        .status();
-    let status = rust.wait().unwrap();
-    let mut log = String::new();
-    if let Some(err) = rust.stderr.take() {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            log.push_str(&line);
-            log.push('\n');
-        }
-    }
-    assert!(
-        status.success(),
-        "keyway run merge exited with {status}:\n{log}"
-    );
-    assert!(!log.contains("panicked"), "{log}");
+    stop_cleanly(rust, "keyway run merge");
     py.finish().await;
 }
 

@@ -680,12 +680,7 @@ pub fn read_singular<T: Default, C: Codec<T>>(
         *slot = T::default();
         return Ok(());
     }
-    match codec.decode(p) {
-        Ok(Some(v)) => *slot = v,
-        Ok(None) => {}
-        Err(e) => return Err(e.push(PathSegment::Field(name))),
-    }
-    Ok(())
+    read_required(p, name, slot, codec)
 }
 
 /// Read a proto2 `required` field, which prost holds as a plain value. `null` (like an absent
