@@ -105,14 +105,26 @@ fn registry_without(missing: &str) -> Registry {
     Registry::identity(keys.iter().map(String::as_str)).unwrap()
 }
 
-struct NoLease;
-impl Lease for NoLease {
+/// The lease of a delivery handed straight to a handler: what the handler publishes with its
+/// ack goes out at once (these tests call handlers, not a consume loop; publishing with the
+/// ack itself is the backend suite's and `the_whole_loop_through_the_backend`'s).
+struct AtOnce(RedisBackend);
+impl Lease for AtOnce {
     fn extend(&self, _: Duration) -> BoxFuture<'_, Result<(), TransportError>> {
         Box::pin(async { Ok(()) })
     }
+
+    fn publish_on_ack(
+        &self,
+        topic: &str,
+        message: OutgoingMessage,
+    ) -> BoxFuture<'_, Result<(), TransportError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move { self.0.publish(&topic, message).await.map(drop) })
+    }
 }
 
-fn delivery(topic: &str, payload: Vec<u8>, metadata: Metadata) -> Delivery {
+fn delivery(e: &Env, topic: &str, payload: Vec<u8>, metadata: Metadata) -> Delivery {
     Delivery {
         topic: topic.into(),
         id: "test".into(),
@@ -121,7 +133,7 @@ fn delivery(topic: &str, payload: Vec<u8>, metadata: Metadata) -> Delivery {
         metadata,
         published_at_ms: 0,
         attempt: 1,
-        lease: Arc::new(NoLease),
+        lease: Arc::new(AtOnce(e.backend.clone())),
     }
 }
 
@@ -192,7 +204,7 @@ async fn merge(e: &Env, payload: Vec<u8>) -> Result<Handled, HandlerError> {
     TopicHandler::<keyway::orchestrator::topics::SubmitqueueMerge>::handle(
         &stage,
         r,
-        &delivery("submitqueue-merge", payload, Metadata::new()),
+        &delivery(e, "submitqueue-merge", payload, Metadata::new()),
     )
     .await
 }
@@ -206,7 +218,7 @@ async fn signal(e: &Env, r: MergeResult) -> Result<Handled, HandlerError> {
     TopicHandler::<keyway::topics::MergeSignal>::handle(
         &stage,
         r,
-        &delivery("merge-signal", payload, Metadata::new()),
+        &delivery(e, "merge-signal", payload, Metadata::new()),
     )
     .await
 }
@@ -511,6 +523,7 @@ async fn a_failed_merge_carries_its_reason_to_conclude() {
         outbox: e.outbox.clone(),
     };
     let d = delivery(
+        &e,
         "conclude",
         conclude[0].payload.clone(),
         conclude[0].metadata.clone(),
@@ -740,8 +753,9 @@ async fn the_speculate_wake_up_is_not_swallowed_by_an_earlier_announcement() {
     );
 }
 
-fn dead_letter(topic: &str, payload: Vec<u8>) -> Delivery {
+fn dead_letter(e: &Env, topic: &str, payload: Vec<u8>) -> Delivery {
     delivery(
+        e,
         topic,
         payload,
         Metadata::from([
@@ -776,7 +790,7 @@ async fn the_reconciler_fails_a_dead_lettered_batch_and_its_members() {
         seed(&e.store, state).await;
         let payload = json::to_vec(&result(MergeOutcome::Failed, "merge conflict")).unwrap();
         let outcome = reconciler(&e)
-            .handle(&dead_letter("merge-signal_dlq", payload))
+            .handle(&dead_letter(&e, "merge-signal_dlq", payload))
             .await;
         assert_eq!(outcome, Outcome::Ack, "{state:?}");
         let batch = the_batch(&e).await;
@@ -815,7 +829,7 @@ async fn a_dead_lettered_success_is_applied_not_failed() {
     seed(&e.store, BatchState::Merging).await;
     let payload = json::to_vec(&result(MergeOutcome::Succeeded, "")).unwrap();
     let outcome = reconciler(&e)
-        .handle(&dead_letter("merge-signal_dlq", payload))
+        .handle(&dead_letter(&e, "merge-signal_dlq", payload))
         .await;
     assert_eq!(outcome, Outcome::Ack);
     assert_eq!(the_batch(&e).await.state(), BatchState::Succeeded);
@@ -835,7 +849,7 @@ async fn the_reconciler_acks_dead_letters_of_missing_batches_and_parks_the_impos
     let missing = json::to_vec(&result(MergeOutcome::Succeeded, "")).unwrap();
     assert_eq!(
         reconciler(&e)
-            .handle(&dead_letter("merge-signal_dlq", missing))
+            .handle(&dead_letter(&e, "merge-signal_dlq", missing))
             .await,
         Outcome::Ack
     );
@@ -846,7 +860,9 @@ async fn the_reconciler_acks_dead_letters_of_missing_batches_and_parks_the_impos
         ("submitqueue-merge_dlq", batch_ref("", "payments")),
     ] {
         assert_eq!(
-            reconciler(&e).handle(&dead_letter(topic, payload)).await,
+            reconciler(&e)
+                .handle(&dead_letter(&e, topic, payload))
+                .await,
             Outcome::Ack
         );
     }
@@ -1221,6 +1237,7 @@ async fn reasons_the_stages_write_are_bounded() {
         outbox: e.outbox.clone(),
     };
     let d = delivery(
+        &e,
         "conclude",
         conclude[0].payload.clone(),
         conclude[0].metadata.clone(),
@@ -1244,6 +1261,7 @@ async fn reasons_the_stages_write_are_bounded() {
     let e = env().await;
     seed(&e.store, BatchState::Merging).await;
     let mut letter = dead_letter(
+        &e,
         "merge-signal_dlq",
         json::to_vec(&result(MergeOutcome::Failed, "merge conflict")).unwrap(),
     );
@@ -1263,7 +1281,7 @@ async fn reasons_the_stages_write_are_bounded() {
         queue_name: "payments".into(),
         steps: Vec::new(),
     };
-    let mut letter = dead_letter("runway-merge_dlq", json::to_vec(&request).unwrap());
+    let mut letter = dead_letter(&e, "runway-merge_dlq", json::to_vec(&request).unwrap());
     letter
         .metadata
         .insert("dlq.last_error".into(), huge.clone());
@@ -1277,7 +1295,11 @@ async fn reasons_the_stages_write_are_bounded() {
     assert!(is_bounded(&answer.reason));
 
     // A parked reason.
-    let mut letter = dead_letter("conclude_dlq", batch_ref("payments/batch/1", "payments"));
+    let mut letter = dead_letter(
+        &e,
+        "conclude_dlq",
+        batch_ref("payments/batch/1", "payments"),
+    );
     letter.metadata.insert("dlq.last_error".into(), huge);
     assert_eq!(
         FanOutReconciler::new(&e.backend).handle(&letter).await,
@@ -1453,7 +1475,12 @@ async fn distinct_hostile_dead_letters_are_parked_once_each() {
     );
 
     // A redelivery of one of them is not parked again.
-    let again = delivery("merge-signal_dlq", b"garbage 0".to_vec(), Metadata::new());
+    let again = delivery(
+        &e,
+        "merge-signal_dlq",
+        b"garbage 0".to_vec(),
+        Metadata::new(),
+    );
     let again = Delivery {
         id: "x".into(),
         partition_key: String::new(),
@@ -1475,7 +1502,7 @@ async fn a_dead_letter_still_failing_on_its_last_attempt_is_parked_not_dropped()
     let e = env().await;
     let parking = Parking::new(&e.backend).last_attempt(3);
     let payload = json::to_vec(&result(MergeOutcome::Succeeded, "")).unwrap();
-    let mut letter = dead_letter("merge-signal_dlq", payload);
+    let mut letter = dead_letter(&e, "merge-signal_dlq", payload);
     // Every failure is retried before the last attempt, permanent or not.
     for (attempt, error) in [
         (1, HandlerError::permanent("stored record is corrupt")),

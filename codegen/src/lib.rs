@@ -95,7 +95,12 @@
 //! }
 //! let consumer = OrderPlacedConsumer::new(Billing);
 //! # struct NoLease;
-//! # impl Lease for NoLease { fn extend(&self, _: std::time::Duration) -> BoxFuture<'_, Result<(), TransportError>> { Box::pin(async { Ok(()) }) } }
+//! # impl Lease for NoLease {
+//! #     fn extend(&self, _: std::time::Duration) -> BoxFuture<'_, Result<(), TransportError>> { Box::pin(async { Ok(()) }) }
+//! #     fn publish_on_ack(&self, _: &str, _: OutgoingMessage) -> BoxFuture<'_, Result<(), TransportError>> {
+//! #         Box::pin(async { Err(TransportError::new(TransportErrorKind::Invalid, "not consumed from a backend")) })
+//! #     }
+//! # }
 //! let delivery = Delivery {
 //!     topic: topic.clone(), id: sent.id.to_string(), partition_key: sent.partition_key,
 //!     payload: sent.payload, metadata: sent.metadata, published_at_ms: 0, attempt: 1,

@@ -672,3 +672,93 @@ pub async fn extend_prevents_redelivery<B: BackendUnderTest>(b: &B) {
         .collect();
     assert_eq!(o5, [("slow", 1)], "delivered once: {all:?}");
 }
+
+/// Messages a handler publishes with its ack go out once it acks, in the order it staged them,
+/// and never for an attempt that nacked or rejected; a duplicate among them is dropped as any
+/// duplicate is; a topic that is not registered is refused when staged. Topic `shipments` is
+/// registered next to `orders` (on a cluster: another slot, so the backend may publish before
+/// the ack instead of with it), and one message goes back on `orders` itself.
+pub async fn published_with_the_ack_and_only_with_it<B: BackendUnderTest>(b: &B) {
+    let p = b.publisher();
+    send(&p, "shipments", "s-0", "s", "zero").await;
+    send(&p, "orders", "o-1", "k", "").await;
+    send(&p, "orders", "o-2", "k", "").await;
+    send(&p, "orders", "sentinel", "k", "").await;
+    let refused = Arc::new(Mutex::new(Vec::<String>::new()));
+    let note = refused.clone();
+    let stage = move |d: &Delivery| {
+        let (d, note) = (d.clone(), note.clone());
+        async move {
+            let message = |id: &str, pk: &str| OutgoingMessage {
+                id: MessageId::new(id).unwrap(),
+                partition_key: pk.to_owned(),
+                payload: format!("for {id}").into_bytes(),
+                metadata: Metadata::from([("by".to_owned(), d.id.clone())]),
+            };
+            let staged = match (d.id.as_str(), d.attempt) {
+                ("o-1", 1) => vec![("shipments", message("s-1", "s"))],
+                ("o-1", _) => vec![
+                    ("shipments", message("s-0", "s")),
+                    ("shipments", message("s-1", "s")),
+                    ("shipments", message("s-2", "s")),
+                    ("orders", message("echo", "e")),
+                ],
+                ("o-2", _) => vec![("shipments", message("s-3", "s"))],
+                _ => Vec::new(),
+            };
+            for (topic, m) in staged {
+                if let Err(e) = d.publish_on_ack(topic, m).await {
+                    return Outcome::Reject(Failure::new(format!("staging failed: {e}")));
+                }
+            }
+            if d.id == "o-1" && d.attempt == 2 {
+                match d.publish_on_ack("nowhere", message("x", "s")).await {
+                    Ok(()) => note.lock().unwrap().push("accepted".into()),
+                    Err(e) => note.lock().unwrap().push(e.to_string()),
+                }
+            }
+            match (d.id.as_str(), d.attempt) {
+                ("o-1", 1) => Outcome::Nack(Failure::new("not yet")),
+                ("o-2", _) => Outcome::Reject(Failure::new("no")),
+                _ => Outcome::Ack,
+            }
+        }
+    };
+    let seen = log();
+    let c = b.consume(patient("orders", "g"), Recorder::new("c", &seen, stage));
+    let shipped = log();
+    let s = b.consume(patient("shipments", "g"), Recorder::acking("s", &shipped));
+    let orders = wait_until(&seen, "the sentinel and the echo", HANG_GUARD, |s| {
+        !of(s, "sentinel").is_empty() && !of(s, "echo").is_empty()
+    })
+    .await;
+    // Every shipment is on key `s`, published no later than o-2 was settled: one more on the
+    // key, after them, makes the count final.
+    send(&p, "shipments", "last", "s", "").await;
+    let got = wait_for_id(&shipped, "last", HANG_GUARD).await;
+    c.stop().await;
+    s.stop().await;
+    assert_eq!(
+        got.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["s-0", "s-1", "s-2", "last"],
+        "the acked attempt's messages in order, the duplicate dropped, none of a nacked or \
+         rejected attempt"
+    );
+    assert_eq!(got[0].payload, "zero", "the first s-0 stays");
+    assert_eq!(got[1].payload, "for s-1");
+    assert_eq!(got[1].metadata["by"], "o-1");
+    assert_eq!(
+        of(&orders, "o-1")
+            .iter()
+            .map(|s| s.attempt)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(of(&orders, "echo").len(), 1);
+    let refused = refused.lock().unwrap().clone();
+    assert_eq!(refused.len(), 1);
+    assert!(
+        refused[0].contains("nowhere"),
+        "staging on an unregistered topic is refused, naming it: {refused:?}"
+    );
+}

@@ -1,6 +1,6 @@
 //! An in-process backend, for testing the generated stubs without a server. It keeps the
-//! delivery model (idempotent publish, attempts, outcomes, dead letters) in a mutex-guarded
-//! map; it has no consumer groups, no concurrency and no persistence, and is not a product
+//! delivery model (idempotent publish, attempts, outcomes, dead letters, messages published
+//! with an ack) in a mutex-guarded map; it has no consumer groups, no concurrency and no persistence, and is not a product
 //! backend.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -48,10 +48,12 @@ pub struct InProcess {
     max_attempts: u32,
 }
 
-/// Counts visibility extensions, so tests can see a handler asked for one.
+/// Counts visibility extensions, so tests can see a handler asked for one, and keeps the
+/// messages staged to go out with the ack.
 #[derive(Debug, Default)]
 pub struct CountingLease {
     extensions: AtomicU32,
+    staged: Mutex<Vec<(String, OutgoingMessage)>>,
 }
 
 impl CountingLease {
@@ -59,11 +61,32 @@ impl CountingLease {
     pub fn extensions(&self) -> u32 {
         self.extensions.load(Ordering::SeqCst)
     }
+
+    fn take_staged(&self) -> Vec<(String, OutgoingMessage)> {
+        std::mem::take(
+            &mut *self
+                .staged
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
 }
 
 impl Lease for CountingLease {
     fn extend(&self, _by: Duration) -> BoxFuture<'_, Result<(), TransportError>> {
         self.extensions.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn publish_on_ack(
+        &self,
+        topic: &str,
+        message: OutgoingMessage,
+    ) -> BoxFuture<'_, Result<(), TransportError>> {
+        self.staged
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((topic.to_owned(), message));
         Box::pin(async { Ok(()) })
     }
 }
@@ -113,6 +136,13 @@ impl InProcess {
             lease: lease.clone(),
         };
         let outcome = handler.handle(&delivery).await;
+        let staged = lease.take_staged();
+        if outcome == Outcome::Ack {
+            for (topic, message) in staged {
+                // Publishing here cannot fail: it only takes the lock.
+                let _ = self.publish(&topic, message).await;
+            }
+        }
         let mut state = self.lock();
         match &outcome {
             Outcome::Ack => {}

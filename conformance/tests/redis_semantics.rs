@@ -61,7 +61,7 @@ async fn connect_in_buckets(server: Server, buckets: u16) -> RedisUnderTest {
     static CHECKS: AtomicU32 = AtomicU32::new(0);
     let mut config = Config {
         redis: Default::default(),
-        registry: Registry::identity(["orders"]).unwrap(),
+        registry: Registry::identity(["orders", "shipments"]).unwrap(),
         subscriptions: Default::default(),
     };
     config.registry.set_buckets("orders", buckets).unwrap();
@@ -149,4 +149,5 @@ suite!(
     postpone_holds_its_key,
     crashed_worker_is_redelivered,
     extend_prevents_redelivery,
+    published_with_the_ack_and_only_with_it,
 );

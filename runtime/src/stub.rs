@@ -112,6 +112,31 @@ impl<T: Topic, P: Publisher> Producer<T, P> {
             .await
             .map_err(PublishError::Transport)
     }
+
+    /// Encode `message` and stage it on `T::KEY` to be published with `delivery`'s ack (see
+    /// [`Delivery::publish_on_ack`]).
+    pub async fn publish_on_ack(
+        &self,
+        delivery: &Delivery,
+        message: &T::Message,
+        id: MessageId,
+        partition_key: impl Into<String>,
+        metadata: Metadata,
+    ) -> Result<(), PublishError> {
+        let payload = json::to_vec(message).map_err(PublishError::Encode)?;
+        delivery
+            .publish_on_ack(
+                T::KEY,
+                OutgoingMessage {
+                    id,
+                    partition_key: partition_key.into(),
+                    payload,
+                    metadata,
+                },
+            )
+            .await
+            .map_err(PublishError::Transport)
+    }
 }
 
 /// What a handler did with a message it could handle.

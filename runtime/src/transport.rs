@@ -154,12 +154,39 @@ impl Delivery {
     pub async fn extend_visibility(&self, by: Duration) -> Result<(), TransportError> {
         self.lease.extend(by).await
     }
+
+    /// Publish `message` on `topic` with this delivery's ack: the transactional outbox of a
+    /// handler. Messages staged this way go out, in the order they were staged, only if the
+    /// handler acks, and where the backend can in the same atomic step as the ack (so a crash
+    /// can never leave the ack without its messages or the messages without the ack). On a
+    /// nack, postponement or reject they are dropped: the redelivery stages them again.
+    /// Publishing stays idempotent on (topic, partition key, id).
+    ///
+    /// Errors that can be known now (the topic is not registered, its stream was written by
+    /// another protocol version) are returned here; a failure to publish at ack time turns
+    /// the ack into a nack (retryable) or a reject.
+    pub async fn publish_on_ack(
+        &self,
+        topic: &str,
+        message: OutgoingMessage,
+    ) -> Result<(), TransportError> {
+        self.lease.publish_on_ack(topic, message).await
+    }
 }
 
-/// A consumer's hold on a delivery, which expires unless extended.
+/// A consumer's hold on a delivery, which expires unless extended, and the messages it will
+/// publish when it is acked.
 pub trait Lease: Send + Sync {
     /// Extend the hold by `by` from now.
     fn extend(&self, by: Duration) -> BoxFuture<'_, Result<(), TransportError>>;
+
+    /// Stage `message` on `topic` to be published with the ack (see
+    /// [`Delivery::publish_on_ack`]).
+    fn publish_on_ack(
+        &self,
+        topic: &str,
+        message: OutgoingMessage,
+    ) -> BoxFuture<'_, Result<(), TransportError>>;
 }
 
 /// Why a delivery failed, as a dead letter records it.

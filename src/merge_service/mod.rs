@@ -118,21 +118,23 @@ impl Answers {
         }
     }
 
-    /// Publish `result` with message id `id` on the partition key the request came with.
+    /// Publish `result` with message id `id` on the partition key the request `d` came with,
+    /// with `d`'s ack.
     pub async fn publish(
         &self,
+        d: &Delivery,
         result: &MergeResult,
         id: MessageId,
-        partition_key: &str,
         commit: bool,
     ) -> Result<(), HandlerError> {
+        let pk = d.partition_key.as_str();
         if commit {
             self.signal
-                .publish(result, id, partition_key, Metadata::new())
+                .publish_on_ack(d, result, id, pk, Metadata::new())
                 .await?;
         } else {
             self.check_signal
-                .publish(result, id, partition_key, Metadata::new())
+                .publish_on_ack(d, result, id, pk, Metadata::new())
                 .await?;
         }
         Ok(())
@@ -185,9 +187,7 @@ impl<M: Merger> Responder<M> {
         let result = answer(&request, &verdict);
         let id = MessageId::new(request.id.clone())
             .map_err(|e| HandlerError::permanent(e.to_string()))?;
-        self.answers
-            .publish(&result, id, &d.partition_key, commit)
-            .await?;
+        self.answers.publish(d, &result, id, commit).await?;
         Ok(Handled::Ack)
     }
 }

@@ -88,10 +88,11 @@ impl Outbox {
         }
     }
 
-    /// Publish a log event about `request`, with id `<request>/<event>[/<batch>]` (`detail` cut
-    /// to [`MAX_REASON`](super::store::MAX_REASON)).
+    /// Publish a log event about `request` with `d`'s ack, with id
+    /// `<request>/<event>[/<batch>]` (`detail` cut to [`MAX_REASON`](super::store::MAX_REASON)).
     pub async fn log(
         &self,
+        d: &Delivery,
         request: &str,
         event: &str,
         batch: &str,
@@ -109,14 +110,20 @@ impl Outbox {
             detail: reason(detail).into_owned(),
         };
         self.log
-            .publish(&e, message_id, request, Metadata::new())
+            .publish_on_ack(d, &e, message_id, request, Metadata::new())
             .await?;
         Ok(())
     }
 
-    /// The mergesignal fan-out: `conclude` (id `<batch>/conclude/merged`, with the failure
-    /// reason, cut, in metadata when there is one), then `speculate` (id `<batch>/merged`).
-    pub async fn fan_out(&self, batch: &Batch, failure_reason: &str) -> Result<(), HandlerError> {
+    /// The mergesignal fan-out, with `d`'s ack: `conclude` (id `<batch>/conclude/merged`, with
+    /// the failure reason, cut, in metadata when there is one), then `speculate` (id
+    /// `<batch>/merged`).
+    pub async fn fan_out(
+        &self,
+        d: &Delivery,
+        batch: &Batch,
+        failure_reason: &str,
+    ) -> Result<(), HandlerError> {
         let r = BatchRef {
             id: batch.id.clone(),
             queue: batch.queue.clone(),
@@ -127,7 +134,8 @@ impl Outbox {
         }
         // Conclude first: speculate never hears of a batch whose conclusion is not out.
         self.conclude
-            .publish(
+            .publish_on_ack(
+                d,
                 &r,
                 intent(&batch.id, &["conclude", "merged"])?,
                 &batch.queue,
@@ -135,7 +143,8 @@ impl Outbox {
             )
             .await?;
         self.speculate
-            .publish(
+            .publish_on_ack(
+                d,
                 &r,
                 intent(&batch.id, &["merged"])?,
                 &batch.queue,
@@ -167,8 +176,8 @@ pub struct MergeStage {
 }
 
 impl TopicHandler<otopics::SubmitqueueMerge> for MergeStage {
-    async fn handle(&self, r: BatchRef, _: &Delivery) -> Result<Handled, HandlerError> {
-        self.merge(r).await.map_err(bounded)
+    async fn handle(&self, r: BatchRef, d: &Delivery) -> Result<Handled, HandlerError> {
+        self.merge(r, d).await.map_err(bounded)
     }
 }
 
@@ -184,7 +193,7 @@ impl MergeStage {
         )))
     }
 
-    async fn merge(&self, r: BatchRef) -> Result<Handled, HandlerError> {
+    async fn merge(&self, r: BatchRef, d: &Delivery) -> Result<Handled, HandlerError> {
         // A batch is created in a registered queue, so the queue is looked up only to say
         // why a batch is missing or named with another queue.
         let Some(batch) = self.store.batch(&r.id).await? else {
@@ -229,10 +238,10 @@ impl MergeStage {
             })
             .collect();
         // Log first: a failed log publish means Runway never hears of the batch. The events go
-        // out one after the other, so the log keeps the members' order.
+        // out in the members' order.
         for request_id in &batch.contains {
             self.outbox
-                .log(request_id, "landing", &batch.id, "")
+                .log(d, request_id, "landing", &batch.id, "")
                 .await?;
         }
         let request = MergeRequest {
@@ -242,7 +251,7 @@ impl MergeStage {
         };
         self.outbox
             .runway_merge
-            .publish(&request, id(&batch.id)?, &batch.queue, Metadata::new())
+            .publish_on_ack(d, &request, id(&batch.id)?, &batch.queue, Metadata::new())
             .await?;
         Ok(Handled::Ack)
     }
@@ -270,15 +279,19 @@ pub struct MergeSignalStage {
 }
 
 impl TopicHandler<rtopics::MergeSignal> for MergeSignalStage {
-    async fn handle(&self, result: MergeResult, _: &Delivery) -> Result<Handled, HandlerError> {
-        self.signal(result).await.map_err(bounded)
+    async fn handle(&self, result: MergeResult, d: &Delivery) -> Result<Handled, HandlerError> {
+        self.signal(result, d).await.map_err(bounded)
     }
 }
 
 impl MergeSignalStage {
-    /// Apply `result` to its batch (the stage's handler; the reconciler applies a dead-lettered
-    /// success with it too).
-    pub(crate) async fn signal(&self, result: MergeResult) -> Result<Handled, HandlerError> {
+    /// Apply `result` to its batch, publishing with `d`'s ack (the stage's handler; the
+    /// reconciler applies a dead-lettered success with it too).
+    pub(crate) async fn signal(
+        &self,
+        result: MergeResult,
+        d: &Delivery,
+    ) -> Result<Handled, HandlerError> {
         if result.queue_name.is_empty() {
             return Err(HandlerError::permanent("merge result has no queue_name"));
         }
@@ -310,7 +323,7 @@ impl MergeSignalStage {
         }
         if is_terminal(batch.state()) {
             self.store.repair_batch_membership(&batch).await?;
-            self.outbox.fan_out(&batch, &failure).await?;
+            self.outbox.fan_out(d, &batch, &failure).await?;
             return Ok(Handled::Ack);
         }
         batch.set_state(if failure.is_empty() {
@@ -320,16 +333,18 @@ impl MergeSignalStage {
         });
         batch.failure_reason = failure.clone();
         self.store.update_batch(&mut batch).await?;
-        self.outbox.fan_out(&batch, &failure).await?;
+        self.outbox.fan_out(d, &batch, &failure).await?;
         Ok(Handled::Ack)
     }
 }
 
 /// Drive a request to `state` (no-op when it is already there), with a log event
-/// `<request>/<event>`; `error` is cut to [`MAX_REASON`](super::store::MAX_REASON).
+/// `<request>/<event>` published with `d`'s ack; `error` is cut to
+/// [`MAX_REASON`](super::store::MAX_REASON).
 pub async fn settle_request(
     store: &Store,
     outbox: &Outbox,
+    d: &Delivery,
     request_id: &str,
     state: RequestState,
     error: &str,
@@ -361,7 +376,7 @@ pub async fn settle_request(
         // A redelivery after the write: its membership move may not have happened.
         store.repair_request_membership(&request).await?;
     }
-    outbox.log(request_id, event, "", &error).await
+    outbox.log(d, request_id, event, "", &error).await
 }
 
 /// The `conclude` stage (minimal): the batch's terminal state becomes its requests' state.
@@ -409,7 +424,7 @@ impl ConcludeStage {
         let settles = batch
             .contains
             .iter()
-            .map(|request| settle_request(&self.store, &self.outbox, request, state, &error));
+            .map(|request| settle_request(&self.store, &self.outbox, d, request, state, &error));
         all(settles.collect()).await?;
         Ok(Handled::Ack)
     }

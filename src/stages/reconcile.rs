@@ -197,12 +197,13 @@ impl BatchReconciler {
         Ok(id)
     }
 
-    /// Fail batch `id` because of a dead letter with `error` and `metadata`.
+    /// Fail batch `id` because of dead letter `d`, whose last error is `error`, publishing
+    /// with `d`'s ack.
     pub async fn fail_batch(
         &self,
+        d: &Delivery,
         id: &str,
         error: &str,
-        metadata: &Metadata,
     ) -> Result<(), HandlerError> {
         let Some(mut batch) = self.store.batch(id).await? else {
             return Ok(());
@@ -218,8 +219,11 @@ impl BatchReconciler {
                 self.store.update_batch(&mut batch).await?;
             }
         }
-        self.outbox.fan_out(&batch, &batch.failure_reason).await?;
-        let detail: Vec<String> = metadata
+        self.outbox
+            .fan_out(d, &batch, &batch.failure_reason)
+            .await?;
+        let detail: Vec<String> = d
+            .metadata
             .iter()
             .filter(|(k, _)| k.starts_with("dlq."))
             .map(|(k, v)| format!("{k}={v}"))
@@ -229,6 +233,7 @@ impl BatchReconciler {
             settle_request(
                 &self.store,
                 &self.outbox,
+                d,
                 request,
                 RequestState::Error,
                 &error,
@@ -251,7 +256,7 @@ impl Handler for BatchReconciler {
                         store: self.store.clone(),
                         outbox: self.outbox.clone(),
                     };
-                    match stage.signal(result).await {
+                    match stage.signal(result, d).await {
                         Ok(_) => return self.parking.settle(d, Ok(())).await,
                         Err(e) if e.is_retryable() => return self.parking.settle(d, Err(e)).await,
                         Err(_) => {}
@@ -261,7 +266,7 @@ impl Handler for BatchReconciler {
         }
         match Self::batch_id(d) {
             Ok(id) => {
-                let result = self.fail_batch(&id, last_error(d), &d.metadata).await;
+                let result = self.fail_batch(d, &id, last_error(d)).await;
                 self.parking.settle(d, result).await
             }
             Err(why) => self.parking.park(d, &why).await,
@@ -302,9 +307,7 @@ impl RunwayReconciler {
         let id = MessageId::intent(&request.id, &["dlq"])
             .map_err(|e| HandlerError::permanent(reason(&e.to_string())))?;
         let commit = d.topic.starts_with(rtopics::TopicKey::RunwayMerge.as_str());
-        self.answers
-            .publish(&result, id, &d.partition_key, commit)
-            .await
+        self.answers.publish(d, &result, id, commit).await
     }
 }
 

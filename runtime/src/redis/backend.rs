@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fred::prelude::{Builder, Client, ReconnectPolicy, Value};
@@ -1222,6 +1222,81 @@ fn newest_in_xread(v: Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A message on its way to its stream: where it goes and how its dedup is keyed.
+#[derive(Debug, Clone)]
+struct Addressed {
+    topic: String,
+    stream_key: String,
+    dedup_key: String,
+    message: OutgoingMessage,
+}
+
+impl RedisBackend {
+    /// Where `message` goes on `topic`: its stream (checked to speak this protocol version)
+    /// and its dedup key.
+    async fn address(
+        &self,
+        topic: &str,
+        message: OutgoingMessage,
+    ) -> Result<Addressed, TransportError> {
+        let stream = self.stream_for(topic, &message.partition_key)?;
+        let prefix = &self.inner.config.redis.key_prefix;
+        let stream_key = stream_key(prefix, &stream);
+        self.check_stream_version(&stream_key).await?;
+        Ok(Addressed {
+            topic: topic.to_owned(),
+            dedup_key: dedup_key(prefix, &stream, &message.partition_key, message.id.as_str()),
+            stream_key,
+            message,
+        })
+    }
+
+    async fn publish_addressed(&self, m: Addressed) -> Result<PublishReceipt, TransportError> {
+        let keys = vec![m.stream_key.clone(), m.dedup_key];
+        let mut args: Vec<Value> = vec![
+            millis(self.inner.config.redis.dedup_ttl).into(),
+            m.message.id.as_str().into(),
+            m.message.partition_key.as_str().into(),
+            Value::Bytes(m.message.payload.into()),
+        ];
+        for (k, v) in &m.message.metadata {
+            args.push(k.as_str().into());
+            args.push(v.as_str().into());
+        }
+        let reply: Value = self
+            .inner
+            .scripts
+            .publish
+            .evalsha_with_reload(&self.inner.client, keys, args)
+            .await
+            .map_err(transport_error)?;
+        let receipt = match reply {
+            Value::Integer(0) => PublishReceipt::Duplicate,
+            Value::String(_) | Value::Bytes(_) => PublishReceipt::Published,
+            _ => return Err(protocol_error("the publish script")),
+        };
+        // A duplicate too: the first write may be this publisher's own, whose reply was
+        // lost before it was replicated.
+        self.wait_replicated(&m.stream_key).await?;
+        self.count_published(&m.topic, receipt, 1);
+        Ok(receipt)
+    }
+
+    fn count_published(&self, topic: &str, receipt: PublishReceipt, n: u64) {
+        let result = match receipt {
+            PublishReceipt::Published => "published",
+            PublishReceipt::Duplicate => "duplicate",
+        };
+        if n > 0 {
+            self.inner.metrics.count(
+                "keyway_publish_total",
+                &[("topic", topic), ("result", result)],
+                n,
+            );
+        }
+    }
+}
+
 impl Publisher for RedisBackend {
     fn publish(
         &self,
@@ -1231,49 +1306,8 @@ impl Publisher for RedisBackend {
         let backend = self.clone();
         let topic = topic.to_owned();
         async move {
-            let stream = backend.stream_for(&topic, &message.partition_key)?;
-            let prefix = &backend.inner.config.redis.key_prefix;
-            let stream_key = stream_key(prefix, &stream);
-            backend.check_stream_version(&stream_key).await?;
-            let keys = vec![
-                stream_key.clone(),
-                dedup_key(prefix, &stream, &message.partition_key, message.id.as_str()),
-            ];
-            let mut args: Vec<Value> = vec![
-                millis(backend.inner.config.redis.dedup_ttl).into(),
-                message.id.as_str().into(),
-                message.partition_key.as_str().into(),
-                Value::Bytes(message.payload.into()),
-            ];
-            for (k, v) in &message.metadata {
-                args.push(k.as_str().into());
-                args.push(v.as_str().into());
-            }
-            let reply: Value = backend
-                .inner
-                .scripts
-                .publish
-                .evalsha_with_reload(&backend.inner.client, keys, args)
-                .await
-                .map_err(transport_error)?;
-            let receipt = match reply {
-                Value::Integer(0) => PublishReceipt::Duplicate,
-                Value::String(_) | Value::Bytes(_) => PublishReceipt::Published,
-                _ => return Err(protocol_error("the publish script")),
-            };
-            // A duplicate too: the first write may be this publisher's own, whose reply was
-            // lost before it was replicated.
-            backend.wait_replicated(&stream_key).await?;
-            let result = match receipt {
-                PublishReceipt::Published => "published",
-                PublishReceipt::Duplicate => "duplicate",
-            };
-            backend.inner.metrics.count(
-                "keyway_publish_total",
-                &[("topic", &topic), ("result", result)],
-                1,
-            );
-            Ok(receipt)
+            let addressed = backend.address(&topic, message).await?;
+            backend.publish_addressed(addressed).await
         }
     }
 }
@@ -1335,6 +1369,8 @@ struct Settled {
     status: String,
     /// When the settle made an entry claimable, from now.
     due_in: Option<Duration>,
+    /// For each message published with an ack, whether it was new (not a duplicate).
+    published: Option<Vec<bool>>,
 }
 
 fn as_text(v: &Value) -> Option<String> {
@@ -1716,6 +1752,24 @@ impl LoopContext {
         reason: &str,
         detail: &Metadata,
     ) -> Result<Settled, TransportError> {
+        self.settle_with(entry, epoch, action, delay, reason, detail, &[])
+            .await
+    }
+
+    /// [`settle`](Self::settle), publishing `with_ack` (messages on streams of this group's
+    /// slot, see [`Self::may_publish_with_ack`]) in the same script when `action` is an ack.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle_with(
+        &self,
+        entry: &str,
+        epoch: u64,
+        action: Action,
+        delay: Duration,
+        reason: &str,
+        detail: &Metadata,
+        with_ack: &[Addressed],
+    ) -> Result<Settled, TransportError> {
+        let mut keys = self.keys.keys.clone();
         let mut args = self.head_args();
         args.push(entry.into());
         args.push(i64::try_from(epoch).unwrap_or(i64::MAX).into());
@@ -1726,6 +1780,21 @@ impl LoopContext {
             args.push(k.as_str().into());
             args.push(v.as_str().into());
         }
+        if action == Action::Ack && !with_ack.is_empty() {
+            args.push(millis(self.backend.inner.config.redis.dedup_ttl).into());
+            for m in with_ack {
+                keys.push(m.stream_key.clone());
+                keys.push(m.dedup_key.clone());
+                args.push(m.message.id.as_str().into());
+                args.push(m.message.partition_key.as_str().into());
+                args.push(Value::Bytes(m.message.payload.clone().into()));
+                args.push(count_arg(m.message.metadata.len()).into());
+                for (k, v) in &m.message.metadata {
+                    args.push(k.as_str().into());
+                    args.push(v.as_str().into());
+                }
+            }
+        }
         let mut wait = Duration::from_millis(50);
         let mut tries = 0;
         loop {
@@ -1734,11 +1803,7 @@ impl LoopContext {
                 .inner
                 .scripts
                 .settle
-                .evalsha_with_reload(
-                    &self.backend.inner.client,
-                    self.keys.keys.clone(),
-                    args.clone(),
-                )
+                .evalsha_with_reload(&self.backend.inner.client, keys.clone(), args.clone())
                 .await;
             match result {
                 Ok(v) => {
@@ -1749,7 +1814,18 @@ impl LoopContext {
                         return Err(protocol_error("the settle script"));
                     };
                     let due_in = u64::try_from(due_in).ok().map(Duration::from_millis);
-                    return Ok(Settled { status, due_in });
+                    let published = parts.next().map(|fresh| {
+                        fresh
+                            .into_array()
+                            .iter()
+                            .map(|v| as_number(v) == Some(1))
+                            .collect()
+                    });
+                    return Ok(Settled {
+                        status,
+                        due_in,
+                        published,
+                    });
                 }
                 Err(e) => {
                     let e = transport_error(e);
@@ -1779,6 +1855,12 @@ impl LoopContext {
                     .await
             }
         };
+        let lease = Arc::new(RedisLease {
+            ctx: self.clone(),
+            entry: claimed.entry.clone(),
+            epoch: claimed.epoch,
+            staged: Mutex::new(Vec::new()),
+        });
         let delivery = Delivery {
             topic: self.sub.topic.clone(),
             id: envelope.id,
@@ -1787,11 +1869,7 @@ impl LoopContext {
             metadata: envelope.metadata,
             published_at_ms: envelope.published_at_ms,
             attempt: claimed.attempt,
-            lease: Arc::new(RedisLease {
-                ctx: self.clone(),
-                entry: claimed.entry.clone(),
-                epoch: claimed.epoch,
-            }),
+            lease: lease.clone(),
         };
         let span = tracing::info_span!(
             "delivery",
@@ -1802,8 +1880,21 @@ impl LoopContext {
             attempt = delivery.attempt,
         );
         let started = Instant::now();
-        let outcome = handler.handle(&delivery).instrument(span.clone()).await;
+        let mut outcome = handler.handle(&delivery).instrument(span.clone()).await;
         let elapsed = started.elapsed();
+        let staged = std::mem::take(&mut *lease.staged.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut with_ack = Vec::new();
+        if outcome == Outcome::Ack && !staged.is_empty() {
+            if self.may_publish_with_ack(&staged) {
+                with_ack = staged;
+            } else if let Err(failed) = self
+                .publish_before_ack(staged)
+                .instrument(span.clone())
+                .await
+            {
+                outcome = failed;
+            }
+        }
 
         let empty = Metadata::new();
         let (action, delay, failure) = match &outcome {
@@ -1832,9 +1923,68 @@ impl LoopContext {
         metrics.observe("keyway_handler_seconds", &labels, elapsed);
         metrics.count("keyway_deliveries_total", &labels, 1);
         let result = self
-            .settle(&claimed.entry, claimed.epoch, action, delay, reason, detail)
+            .settle_with(
+                &claimed.entry,
+                claimed.epoch,
+                action,
+                delay,
+                reason,
+                detail,
+                &with_ack,
+            )
             .await;
+        if let Ok(Settled {
+            published: Some(fresh),
+            ..
+        }) = &result
+        {
+            for (m, new) in with_ack.iter().zip(fresh) {
+                let receipt = if *new {
+                    PublishReceipt::Published
+                } else {
+                    PublishReceipt::Duplicate
+                };
+                self.backend.count_published(&m.topic, receipt, 1);
+            }
+        }
         span.in_scope(|| self.settled(result, reason))
+    }
+
+    /// Whether messages staged with an ack can go out in the settle script: always on one
+    /// server; on a cluster when every key they touch is in the group's slot (a script's keys
+    /// must share one). Their effects and the ack then replicate together, so they need no
+    /// `WAIT` of their own: a failover that loses them loses the ack too, and the redelivery
+    /// stages them again.
+    fn may_publish_with_ack(&self, staged: &[Addressed]) -> bool {
+        if !self.backend.inner.client.is_clustered() {
+            return true;
+        }
+        let slot = fred::util::redis_keyslot(self.keys.stream().as_bytes());
+        staged.iter().all(|m| {
+            fred::util::redis_keyslot(m.stream_key.as_bytes()) == slot
+                && fred::util::redis_keyslot(m.dedup_key.as_bytes()) == slot
+        })
+    }
+
+    /// Publish messages staged with an ack one by one, in order, before the ack (they are in
+    /// other slots than the group's). A failure turns the ack into a nack when retrying may
+    /// help, a reject otherwise; what was published stays (the redelivery's copies are
+    /// duplicates).
+    async fn publish_before_ack(&self, staged: Vec<Addressed>) -> Result<(), Outcome> {
+        for m in staged {
+            let topic = m.topic.clone();
+            if let Err(e) = self.backend.publish_addressed(m).await {
+                let failure =
+                    Failure::new(format!("publishing on {topic:?} with the ack failed: {e}"))
+                        .with_detail("kind", "publish");
+                return Err(if e.is_retryable() {
+                    Outcome::Nack(failure)
+                } else {
+                    Outcome::Reject(failure)
+                });
+            }
+        }
+        Ok(())
     }
 
     /// A stream entry without a usable envelope (see [`read_envelope`]) never reaches the
@@ -1955,6 +2105,8 @@ struct RedisLease {
     ctx: Arc<LoopContext>,
     entry: String,
     epoch: u64,
+    /// Messages to publish with the ack, in order.
+    staged: Mutex<Vec<Addressed>>,
 }
 
 impl Lease for RedisLease {
@@ -1982,6 +2134,22 @@ impl Lease for RedisLease {
                     "the delivery was already reclaimed by another consumer",
                 )),
             }
+        })
+    }
+
+    fn publish_on_ack(
+        &self,
+        topic: &str,
+        message: OutgoingMessage,
+    ) -> BoxFuture<'_, Result<(), TransportError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            let addressed = self.ctx.backend.address(&topic, message).await?;
+            self.staged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(addressed);
+            Ok(())
         })
     }
 }

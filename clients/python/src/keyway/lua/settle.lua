@@ -17,7 +17,28 @@ end
 if action == 'ack' then
   local promoted = release_if_head(pk, id)
   cleanup(id, ARGV[7] == '1')
-  return {'ok', promoted and 0 or -1}
+  if #ARGV <= 10 then return {'ok', promoted and 0 or -1} end
+  -- The messages the handler staged to go out with its ack, each published as the publish
+  -- script does: ARGV 11 the dedup TTL, then per message its id, partition key, payload and
+  -- metadata pair count n, then n names and values; KEYS 10.. its stream and dedup key.
+  local at = tostring(now_ms())
+  local fresh, i, k = {}, 12, 10
+  while i <= #ARGV do
+    local n = tonumber(ARGV[i + 3])
+    if redis.call('SET', KEYS[k + 1], '1', 'NX', 'PX', ARGV[11]) then
+      local args = {'XADD', KEYS[k], '*', 'id', ARGV[i], 'pk', ARGV[i + 1], 'at', at, 'payload', ARGV[i + 2], 'v', '1'}
+      for j = i + 4, i + 2 + 2 * n, 2 do
+        table.insert(args, 'm:' .. ARGV[j])
+        table.insert(args, ARGV[j + 1])
+      end
+      redis.call(unpack(args))
+      table.insert(fresh, 1)
+    else
+      table.insert(fresh, 0)
+    end
+    i, k = i + 4 + 2 * n, k + 2
+  end
+  return {'ok', promoted and 0 or -1, fresh}
 end
 local failures
 if action == 'nack' then
