@@ -8,7 +8,8 @@
 //! Run: `cargo bench -p keyway --bench loop` (cargo builds the `keyway` binary for it).
 //! `KEYWAY_BENCH_BATCHES` sets the batches (default 2000), `KEYWAY_BENCH_QUEUES` the queues
 //! they are spread over (default 16), `KEYWAY_BENCH_ROUNDS` the rounds (default 6); the
-//! defaults take a minute or two on two cores.
+//! defaults take a minute or two on two cores. `KEYWAY_BENCH_BIN` names another `keyway`
+//! binary for the processes (to compare two builds, each bench binary with its own).
 //!
 //! What one run of the loop does, on its own server:
 //! - The roles start and land one warm-up batch (groups created, scripts loaded); then they
@@ -1138,7 +1139,8 @@ fn main() {
     let setup = Setup {
         batches,
         queues,
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_keyway")),
+        bin: std::env::var_os("KEYWAY_BENCH_BIN")
+            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_keyway")), PathBuf::from),
         config,
         logs: dir.clone(),
         main_tid: thread_id(),

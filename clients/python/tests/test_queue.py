@@ -172,6 +172,44 @@ async def test_a_visibility_timeout_hands_a_stuck_delivery_to_another_consumer(
     assert await redis.xlen("kw:{runway-merge}:s:runway-merge_dlq") == 0
 
 
+async def test_a_handler_publishes_with_its_ack_and_only_with_it(client: Client, redis: aioredis.Redis) -> None:
+    signals = topics.merge_signal_producer(client)
+    await signals.publish(MergeResult(id="s-0"), id="s-0", partition_key="s")
+    requests = topics.runway_merge_producer(client)
+    for i in (1, 2, 3):
+        await requests.publish(request(i), id=f"r-{i}", partition_key="k")
+    seen: list[tuple[str, int]] = []
+    refused: list[str] = []
+
+    async def handle(m: MergeRequest, d: Delivery) -> Any:
+        seen.append((d.id, d.attempt))
+        if d.id == "r-1" and d.attempt == 1:
+            await signals.publish_on_ack(d, MergeResult(id="s-1"), id="s-1", partition_key="s")
+            return Retry("not yet")
+        if d.id == "r-1":
+            for sid in ("s-0", "s-1", "s-2"):
+                await signals.publish_on_ack(d, MergeResult(id=sid), id=sid, partition_key="s", metadata={"by": d.id})
+            try:
+                await signals.publish_on_ack(d, m, id="x", partition_key="s")  # type: ignore[arg-type]
+            except TypeError as e:
+                refused.append(str(e))
+            return ACK
+        if d.id == "r-2":
+            await signals.publish_on_ack(d, MergeResult(id="s-3"), id="s-3", partition_key="s")
+            return Reject("no")
+        return ACK
+
+    # r-3 follows r-1 and r-2 on their key: once it is handled, they were settled for good.
+    await consume_until(client, handle, lambda: ("r-3", 1) in seen)
+    stored = await entries(redis, "kw:{merge-signal}:s:merge-signal")
+    assert [dict(f)[b"id"] for _, f in stored] == [b"s-0", b"s-1", b"s-2"], (
+        "the acked attempt's messages in order, the duplicate dropped, none of a retried or rejected attempt"
+    )
+    assert dict(stored[1][1])[b"m:by"] == b"r-1"
+    assert [a for i, a in seen if i == "r-1"] == [1, 2]
+    assert refused and "carries keyway.runway.messagequeue.MergeResult" in refused[0]
+
+
 async def test_retry_counts_attempts_then_dead_letters_with_the_reason(client: Client, redis: aioredis.Redis) -> None:
     await topics.runway_merge_producer(client).publish(request(1), id="m/1", partition_key="q", metadata={"t": "x"})
     attempts: list[int] = []

@@ -4,7 +4,9 @@ import type { DescMessage, MessageInitShape } from "@bufbuild/protobuf";
 import { create, toJsonString } from "@bufbuild/protobuf";
 import type { Redis } from "ioredis";
 
+import type { Delivery } from "./consumer.js";
 import { ConfigError, transportError } from "./errors.js";
+import { stage, type Staged } from "./outbox.js";
 import {
   BUCKETS_MAX,
   DEAD_LETTER_SUFFIX,
@@ -145,6 +147,11 @@ export class Keyway {
 
   /** Publish an encoded payload on topic `key`, idempotently on (key, partition key, id). */
   async publishRaw(key: string, payload: Uint8Array, options: PublishOptions): Promise<PublishReceipt> {
+    return this.publishAddressed(await this.address(key, payload, options));
+  }
+
+  /** Where a payload for topic `key` goes (its stream checked for its protocol version). */
+  async address(key: string, payload: Uint8Array, options: PublishOptions): Promise<Staged> {
     if (typeof options.id !== "string" || options.id === "") {
       throw new ConfigError("id", "a message id must not be empty");
     }
@@ -154,28 +161,38 @@ export class Keyway {
     const stream = this.streamFor(key, options.partitionKey);
     const sKey = streamKey(this.keyPrefix, stream);
     await this.ensureCompatible(sKey);
-    const args: Array<string | number | Uint8Array> = [this.dedupTtlMs, options.id, options.partitionKey, payload];
+    const flat: string[] = [];
     const metadata = options.metadata ?? {};
     for (const k of byteOrder(Object.keys(metadata))) {
       const v = metadata[k];
       if (typeof v !== "string") throw new ConfigError(`metadata.${k}`, "must be a string");
-      args.push(k, v);
+      flat.push(k, v);
     }
+    return {
+      topic: key,
+      streamKey: sKey,
+      dedupKey: dedupKey(this.keyPrefix, stream, options.partitionKey, options.id),
+      id: options.id,
+      partitionKey: options.partitionKey,
+      payload,
+      metadata: flat,
+    };
+  }
+
+  /** Publish an addressed message with the publish script (and `WAIT`, when asked to). */
+  async publishAddressed(m: Staged): Promise<PublishReceipt> {
+    const args: Array<string | number | Uint8Array> = [this.dedupTtlMs, m.id, m.partitionKey, m.payload, ...m.metadata];
     let reply: unknown;
     try {
-      reply = await scripts().publish.run(
-        this.redis,
-        [sKey, dedupKey(this.keyPrefix, stream, options.partitionKey, options.id)],
-        args,
-      );
+      reply = await scripts().publish.run(this.redis, [m.streamKey, m.dedupKey], args);
     } catch (e) {
-      throw transportError(`publishing on ${JSON.stringify(key)}`, e);
+      throw transportError(`publishing on ${JSON.stringify(m.topic)}`, e);
     }
     // A duplicate too: the first write may be this publisher's own, whose reply was lost.
-    await this.#waitReplicated(sKey);
+    await this.#waitReplicated(m.streamKey);
     if (reply === 0) return { status: "duplicate" };
     if (Buffer.isBuffer(reply)) return { status: "published", entry: reply.toString() };
-    throw transportError(`publishing on ${JSON.stringify(key)}`, new Error("unexpected reply to the publish script"));
+    throw transportError(`publishing on ${JSON.stringify(m.topic)}`, new Error("unexpected reply to the publish script"));
   }
 
   async #waitReplicated(key: string): Promise<void> {
@@ -232,7 +249,22 @@ export class Producer<Desc extends DescMessage> {
 
   /** Encode `message` (a message of the topic's schema, or its fields) and publish it. */
   async publish(message: MessageInitShape<Desc>, options: PublishOptions): Promise<PublishReceipt> {
+    return this.client.publishRaw(this.topic.key, this.#encode(message), options);
+  }
+
+  /**
+   * Publish `message` with `delivery`'s ack (a transactional outbox): it goes out only if the
+   * handler acks, on one server in the same script as the ack (`docs/wire-protocol.md` §6.3),
+   * in the order staged. Dropped when the handler retries, rejects or postpones: the
+   * redelivery stages it again. What can be checked now (the options, the stream's protocol
+   * version) throws here.
+   */
+  async publishOnAck(delivery: Delivery, message: MessageInitShape<Desc>, options: PublishOptions): Promise<void> {
+    stage(delivery, await this.client.address(this.topic.key, this.#encode(message), options));
+  }
+
+  #encode(message: MessageInitShape<Desc>): Uint8Array {
     const json = toJsonString(this.topic.schema, create(this.topic.schema, message), { useProtoFieldName: true });
-    return this.client.publishRaw(this.topic.key, new TextEncoder().encode(json), options);
+    return new TextEncoder().encode(json);
   }
 }

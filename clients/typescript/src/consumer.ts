@@ -24,6 +24,7 @@ import {
   type GroupKeys,
   type ProtocolVersionError,
 } from "./protocol.js";
+import { openOutbox, takeOutbox, type Staged } from "./outbox.js";
 import { scripts, type Script } from "./scripts.js";
 import type { Topic } from "./topic.js";
 
@@ -561,13 +562,22 @@ class StreamLoop<Desc extends DescMessage> {
     delayMs: number,
     reason: string,
     detail: Detail,
+    withAck: readonly Staged[] = [],
   ): Promise<{ status: string; dueIn: number | undefined }> {
-    const args: Array<string | number> = [...this.#headArgs(), entry, epoch, action, delayArg(delayMs), reason];
+    const keys = [...this.#keys.keys];
+    const args: Array<string | number | Uint8Array> = [...this.#headArgs(), entry, epoch, action, delayArg(delayMs), reason];
     for (const k of byteOrder(Object.keys(detail))) args.push(k, String(detail[k]));
+    if (action === "ack" && withAck.length > 0) {
+      args.push(this.client.dedupTtlMs);
+      for (const m of withAck) {
+        keys.push(m.streamKey, m.dedupKey);
+        args.push(m.id, m.partitionKey, m.payload, m.metadata.length / 2, ...m.metadata);
+      }
+    }
     let wait = 50;
     for (let tries = 1; ; tries++) {
       try {
-        const reply = await this.#scripts.settle.run(this.#redis, this.#keys.keys, args);
+        const reply = await this.#scripts.settle.run(this.#redis, keys, args);
         const status = Array.isArray(reply) ? text(reply[0]) : undefined;
         const dueIn = Array.isArray(reply) ? num(reply[1]) : undefined;
         if (status === undefined || dueIn === undefined) throw protocolError("the settle script");
@@ -617,7 +627,14 @@ class StreamLoop<Desc extends DescMessage> {
         if (status !== "ok") throw new TransportError("the delivery was already reclaimed by another consumer", false);
       },
     });
-    const outcome = await this.#outcome(delivery);
+    openOutbox(delivery);
+    let outcome = await this.#outcome(delivery);
+    let withAck = takeOutbox(delivery);
+    // A script's keys must share one slot: on a cluster the messages go out before the ack.
+    if (outcome.kind === "ack" && withAck.length > 0 && this.#redis.isCluster) {
+      outcome = await this.#publishBeforeAck(withAck);
+      withAck = [];
+    }
     let action: string;
     let delay = 0;
     let reason = "";
@@ -642,8 +659,23 @@ class StreamLoop<Desc extends DescMessage> {
         break;
     }
     return this.#settled(
-      await this.#settle(claimed.entry, claimed.epoch, action, delay, reason, detail).catch((e: unknown) => e),
+      await this.#settle(claimed.entry, claimed.epoch, action, delay, reason, detail, withAck).catch(
+        (e: unknown) => e,
+      ),
     );
+  }
+
+  /** Publish messages staged with an ack one by one, in order; a failure makes the ack a retry or a reject. */
+  async #publishBeforeAck(staged: readonly Staged[]): Promise<Outcome> {
+    for (const m of staged) {
+      try {
+        await this.client.publishAddressed(m);
+      } catch (e) {
+        const why = `publishing on ${JSON.stringify(m.topic)} with the ack failed: ${e instanceof Error ? e.message : String(e)}`;
+        return causedByRetryableTransport(e) ? retry(why, { kind: "publish" }) : reject(why, { kind: "publish" });
+      }
+    }
+    return ack();
   }
 
   /** Decode and hand to the handler; what it returns or throws, as an outcome. */

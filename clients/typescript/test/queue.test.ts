@@ -149,6 +149,49 @@ async function consume(
   await running;
 }
 
+test("what a handler publishes with its ack goes out with the ack, in order, and only then", async () => {
+  const kw = client();
+  const shipped = defineTopic("merge-conflict-check-signal", MergeResultSchema);
+  const ship = kw.producer(shipped);
+  await ship.publish({ id: "s-0" }, { id: "s-0", partitionKey: "s" });
+  const producer = kw.producer(results);
+  for (const id of ["r-1", "r-2", "r-3"]) await producer.publish({ id }, { id, partitionKey: "k" });
+  const seen: Array<[string, number]> = [];
+  let late: unknown;
+  let kept: Delivery | undefined;
+  const handler = async (_: unknown, d: Delivery) => {
+    seen.push([d.id, d.attempt]);
+    if (d.id === "r-1" && d.attempt === 1) {
+      await ship.publishOnAck(d, { id: "s-1" }, { id: "s-1", partitionKey: "s" });
+      return retry("not yet");
+    }
+    if (d.id === "r-1") {
+      for (const id of ["s-0", "s-1", "s-2"]) {
+        await ship.publishOnAck(d, { id }, { id, partitionKey: "s", metadata: { by: d.id } });
+      }
+      kept = d;
+      return undefined;
+    }
+    if (d.id === "r-2") {
+      await ship.publishOnAck(d, { id: "s-3" }, { id: "s-3", partitionKey: "s" });
+      return reject("no");
+    }
+    // r-1 was settled before r-3, its key's next message, was handed out.
+    late = await ship.publishOnAck(kept!, { id: "s-4" }, { id: "s-4", partitionKey: "s" }).catch((e: unknown) => e);
+    return undefined;
+  };
+  await consume(kw, { group: "g", backoff: fast }, handler, () => seen.some(([id]) => id === "r-3"), "r-3");
+  const stored = await entries(`${kw.keyPrefix}:{merge-conflict-check-signal}:s:merge-conflict-check-signal`);
+  assert.deepEqual(
+    stored.map(([, f]) => new Map(f).get("id")),
+    ["s-0", "s-1", "s-2"],
+    "the acked attempt's messages in order, the duplicate dropped, none of a retried or rejected attempt",
+  );
+  assert.equal(new Map(stored[1]![1]).get("m:by"), "r-1");
+  assert.deepEqual(seen.filter(([id]) => id === "r-1").map(([, a]) => a), [1, 2]);
+  assert.match(String(late), /delivery: is not a delivery being handled/);
+});
+
 test("ack, retry with backoff, postpone and reject settle as the Rust runtime does", async () => {
   const kw = client();
   const producer = kw.producer(results);

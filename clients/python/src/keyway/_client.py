@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar, Union
 import redis.asyncio as aioredis
 from google.protobuf.message import Message
 from redis import exceptions as rexc
+from redis.crc import key_slot
 
 from . import _codec
 from ._protocol import (
@@ -388,6 +389,31 @@ class Producer(Generic[M]):
     ) -> Receipt:
         """Publish ``message`` with message id ``id``. A second publish of the same id and
         partition key within the dedup TTL writes nothing and returns ``Receipt.DUPLICATE``."""
+        staged = await self._addressed(message, id, partition_key, metadata)
+        c = self.client
+        reply = await c.run_script("publish", [staged.stream_key, staged.dedup_key], staged.publish_args(c))
+        await c.wait_replicated()
+        return Receipt.DUPLICATE if reply == 0 else Receipt.PUBLISHED
+
+    async def publish_on_ack(
+        self,
+        delivery: Delivery,
+        message: M,
+        *,
+        id: str,
+        partition_key: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Publish ``message`` with ``delivery``'s ack (a transactional outbox): it goes out only
+        if the handler acks, on one server in the same script as the ack
+        (``docs/wire-protocol.md`` §6.3), in the order staged. Dropped when the handler retries,
+        rejects or postpones: the redelivery stages it again. What can be checked now (the
+        message, the topic's registration, the stream's protocol version) raises here."""
+        delivery._staged.append(await self._addressed(message, id, partition_key, metadata))
+
+    async def _addressed(
+        self, message: M, id: str, partition_key: str, metadata: Mapping[str, str] | None
+    ) -> _Staged:
         if not isinstance(message, self.topic.message):
             raise TypeError(
                 f"topic {self.topic.key!r} carries {self.topic.full_name}, not {type(message).__qualname__}"
@@ -396,18 +422,34 @@ class Producer(Generic[M]):
             raise ValueError("a message id must be a non-empty string")
         if not isinstance(partition_key, str):
             raise TypeError(f"partition_key must be a string, not {type(partition_key).__qualname__}")
-        args: list[Any] = [_ms(self.client.dedup_ttl), id, partition_key, _codec.encode(message)]
+        pairs: list[str] = []
         for k, v in (metadata or {}).items():
             if not isinstance(k, str) or not isinstance(v, str):
                 raise TypeError(f"metadata {k!r}: keys and values must be strings")
-            args += [k, v]
+            pairs += [k, v]
         c = self.client
         stream = c.registry.stream_for(self.topic.key, partition_key)
         key = stream_key(c.key_prefix, stream)
         await c.check_stream(key)
-        reply = await c.run_script("publish", [key, dedup_key(c.key_prefix, stream, partition_key, id)], args)
-        await c.wait_replicated()
-        return Receipt.DUPLICATE if reply == 0 else Receipt.PUBLISHED
+        dedup = dedup_key(c.key_prefix, stream, partition_key, id)
+        return _Staged(self.topic.key, key, dedup, id, partition_key, _codec.encode(message), pairs)
+
+
+@dataclass
+class _Staged:
+    """A message addressed to its stream, to publish now or with an ack."""
+
+    topic: str
+    stream_key: str
+    dedup_key: str
+    id: str
+    partition_key: str
+    payload: bytes
+    #: Metadata names and values, flat.
+    metadata: list[str]
+
+    def publish_args(self, c: Client) -> list[Any]:
+        return [_ms(c.dedup_ttl), self.id, self.partition_key, self.payload, *self.metadata]
 
 
 # Consuming -----------------------------------------------------------------------------------
@@ -433,6 +475,7 @@ class Delivery:
     #: The stream entry id.
     entry: str
     _extend: Callable[[], Awaitable[None]] = field(repr=False, compare=False)
+    _staged: list[_Staged] = field(default_factory=list, repr=False, compare=False)
 
     async def extend_visibility(self) -> None:
         """Keep this delivery from being handed to another consumer for one more visibility
@@ -713,14 +756,20 @@ class _Loop:
                 await asyncio.sleep(0.2)
 
     async def _settle(self, entry: str, epoch: int, action: str, delay_ms: int, reason: str,
-                      detail: Mapping[str, str]) -> tuple[str, int]:
+                      detail: Mapping[str, str], with_ack: list[_Staged] | None = None) -> tuple[str, int]:
+        keys = list(self.keys.keys)
         extra: list[Any] = [entry, epoch, action, delay_ms, reason]
         for k, v in detail.items():
             extra += [k, v]
+        if action == "ack" and with_ack:
+            extra.append(_ms(self.client.dedup_ttl))
+            for m in with_ack:
+                keys += [m.stream_key, m.dedup_key]
+                extra += [m.id, m.partition_key, m.payload, len(m.metadata) // 2, *m.metadata]
         wait = 0.05
         for tries in range(1, 5):
             try:
-                reply = await self._group_script("settle", extra)
+                reply = await self.client.run_script("settle", keys, self.head + extra)
                 return _text(reply[0]), int(reply[1])
             except rexc.RedisError as e:
                 if not is_retryable(e) or tries == 4:
@@ -740,6 +789,7 @@ class _Loop:
             log.warning("topic %s group %s entry %s: %s", topic.key, self.c.group, claimed.entry, reason)
             return await self._settled(claimed, "malformed", 0, reason, {"kind": "malformed"})
         outcome: Outcome
+        staged: list[_Staged] = []
         try:
             message = _codec.decode(envelope.payload, topic.message)
         except _codec.DecodeError as e:
@@ -765,6 +815,7 @@ class _Loop:
                 entry=claimed.entry,
                 _extend=extend,
             )
+            staged = delivery._staged
             try:
                 outcome = await self.c.handler(message, delivery)
             except (Retry, Reject) as f:
@@ -775,7 +826,12 @@ class _Loop:
                 text = str(e) or type(e).__name__
                 outcome = Retry(text) if is_retryable(e) else Reject(text)
         if outcome is None or isinstance(outcome, Ack):
-            return await self._settled(claimed, "ack", 0, "", {})
+            if not staged or self._may_publish_with_ack(staged):
+                return await self._settled(claimed, "ack", 0, "", {}, staged)
+            failed = await self._publish_before_ack(staged)
+            if failed is None:
+                return await self._settled(claimed, "ack", 0, "", {})
+            outcome = failed
         if isinstance(outcome, Postpone):
             return await self._settled(claimed, "postpone", _ms(outcome.delay), "", {})
         if isinstance(outcome, Retry) or (isinstance(outcome, Reject) and sub.retry_every_error):
@@ -787,10 +843,32 @@ class _Loop:
             f"a handler of {topic.key!r} returned {outcome!r}: expected None, ACK, Postpone, Retry or Reject"
         )
 
+    def _may_publish_with_ack(self, staged: list[_Staged]) -> bool:
+        """On one server always; on a cluster when every key is in the group's slot (a
+        script's keys must share one)."""
+        if not isinstance(self.client.redis, aioredis.RedisCluster):
+            return True
+        slot = key_slot(self.keys.stream.encode())
+        return all(key_slot(k.encode()) == slot for m in staged for k in (m.stream_key, m.dedup_key))
+
+    async def _publish_before_ack(self, staged: list[_Staged]) -> Outcome | None:
+        """Publish messages staged with an ack one by one, in order, before the ack; a failure
+        makes the ack a retry (or a reject, when retrying cannot help)."""
+        c = self.client
+        for m in staged:
+            try:
+                await c.run_script("publish", [m.stream_key, m.dedup_key], m.publish_args(c))
+                await c.wait_replicated()
+            except rexc.RedisError as e:
+                reason = f'publishing on "{m.topic}" with the ack failed: {e}'
+                return Retry(reason, kind="publish") if is_retryable(e) else Reject(reason, kind="publish")
+        return None
+
     async def _settled(self, claimed: _Claimed, action: str, delay_ms: int, reason: str,
-                       detail: Mapping[str, str]) -> float | None:
+                       detail: Mapping[str, str], with_ack: list[_Staged] | None = None) -> float | None:
         try:
-            status, due_in = await self._settle(claimed.entry, claimed.epoch, action, delay_ms, reason, detail)
+            status, due_in = await self._settle(claimed.entry, claimed.epoch, action, delay_ms, reason, detail,
+                                                with_ack)
         except rexc.RedisError as e:
             log.warning("settling %s failed, it is redelivered after the visibility timeout: %s", claimed.entry, e)
             return None
