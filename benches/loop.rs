@@ -1139,8 +1139,10 @@ fn main() {
     let setup = Setup {
         batches,
         queues,
-        bin: std::env::var_os("KEYWAY_BENCH_BIN")
-            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_keyway")), PathBuf::from),
+        bin: std::env::var_os("KEYWAY_BENCH_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_keyway")),
+            PathBuf::from,
+        ),
         config,
         logs: dir.clone(),
         main_tid: thread_id(),

@@ -1278,22 +1278,20 @@ impl RedisBackend {
         // A duplicate too: the first write may be this publisher's own, whose reply was
         // lost before it was replicated.
         self.wait_replicated(&m.stream_key).await?;
-        self.count_published(&m.topic, receipt, 1);
+        self.count_published(&m.topic, receipt);
         Ok(receipt)
     }
 
-    fn count_published(&self, topic: &str, receipt: PublishReceipt, n: u64) {
+    fn count_published(&self, topic: &str, receipt: PublishReceipt) {
         let result = match receipt {
             PublishReceipt::Published => "published",
             PublishReceipt::Duplicate => "duplicate",
         };
-        if n > 0 {
-            self.inner.metrics.count(
-                "keyway_publish_total",
-                &[("topic", topic), ("result", result)],
-                n,
-            );
-        }
+        self.inner.metrics.count(
+            "keyway_publish_total",
+            &[("topic", topic), ("result", result)],
+            1,
+        );
     }
 }
 
@@ -1944,7 +1942,7 @@ impl LoopContext {
                 } else {
                     PublishReceipt::Duplicate
                 };
-                self.backend.count_published(&m.topic, receipt, 1);
+                self.backend.count_published(&m.topic, receipt);
             }
         }
         span.in_scope(|| self.settled(result, reason))
