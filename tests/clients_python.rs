@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use keyway_codegen::clients::python::python_registry;
+use keyway_runtime::redis::EmbeddedCluster;
 use prost_reflect::DescriptorPool;
 
 const PYTHON_INSTALL: &str =
@@ -325,6 +326,49 @@ fn lua_copies_are_the_originals() {
         "{}\ncopy them with `KEYWAY_BLESS=1 cargo test --test clients_python`",
         problems.join("\n")
     );
+}
+
+#[test]
+fn pytest_passes_on_a_cluster() {
+    let Some(python) = python_or_skip("pytest_passes_on_a_cluster") else {
+        return;
+    };
+    let cluster = EmbeddedCluster::shared().expect("a local Redis Cluster starts");
+    let node = format!("127.0.0.1:{}", cluster.nodes()[0].port());
+    let output = Command::new(python)
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_cluster.py",
+        ])
+        .current_dir(client_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("KEYWAY_TEST_CLUSTER", &node)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pytest");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "pytest on the cluster failed:\n{text}"
+    );
+    let summary = text
+        .lines()
+        .rev()
+        .find(|l| l.contains(" passed"))
+        .unwrap_or("");
+    assert!(
+        summary.contains(" passed") && !summary.contains("skipped"),
+        "the cluster tests ran: {text}"
+    );
+    eprintln!("pytest on a cluster: {summary}");
 }
 
 #[test]
