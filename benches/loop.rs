@@ -76,6 +76,10 @@ use keyway_runtime::transport::TransportError;
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
+/// The allocator `keyway run` uses, so the in-process roles run as they do there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const FAKE: AnyMerger = AnyMerger::Fake(FakeMerger);
 
 /// Batches submitted one at a time on an idle loop, and the pause before each.
