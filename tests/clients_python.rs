@@ -328,25 +328,14 @@ fn lua_copies_are_the_originals() {
     );
 }
 
-#[test]
-fn pytest_passes_on_a_cluster() {
-    let Some(python) = python_or_skip("pytest_passes_on_a_cluster") else {
-        return;
-    };
-    let cluster = EmbeddedCluster::shared().expect("a local Redis Cluster starts");
-    let node = format!("127.0.0.1:{}", cluster.nodes()[0].port());
+/// Run pytest in the package with `args` and `env`; its exit status and output.
+fn pytest(python: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let output = Command::new(python)
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/test_cluster.py",
-        ])
+        .args(["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"])
+        .args(args)
         .current_dir(client_dir())
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("KEYWAY_TEST_CLUSTER", &node)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run pytest");
@@ -355,15 +344,31 @@ fn pytest_passes_on_a_cluster() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(
-        output.status.success(),
-        "pytest on the cluster failed:\n{text}"
-    );
-    let summary = text
-        .lines()
+    (output.status.success(), text)
+}
+
+/// The last line of pytest's output that counts passed tests.
+fn summary(text: &str) -> &str {
+    text.lines()
         .rev()
         .find(|l| l.contains(" passed"))
-        .unwrap_or("");
+        .unwrap_or("")
+}
+
+#[test]
+fn pytest_passes_on_a_cluster() {
+    let Some(python) = python_or_skip("pytest_passes_on_a_cluster") else {
+        return;
+    };
+    let cluster = EmbeddedCluster::shared().expect("a local Redis Cluster starts");
+    let node = format!("127.0.0.1:{}", cluster.nodes()[0].port());
+    let (ok, text) = pytest(
+        python,
+        &["tests/test_cluster.py"],
+        &[("KEYWAY_TEST_CLUSTER", &node)],
+    );
+    assert!(ok, "pytest on the cluster failed:\n{text}");
+    let summary = summary(&text);
     assert!(
         summary.contains(" passed") && !summary.contains("skipped"),
         "the cluster tests ran: {text}"
@@ -376,24 +381,12 @@ fn pytest_passes() {
     let Some(python) = python_or_skip("pytest_passes") else {
         return;
     };
-    let output = Command::new(python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .current_dir(client_dir())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run pytest");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "pytest failed:\n{text}");
-    let summary = text
-        .lines()
-        .rev()
-        .find(|l| l.contains(" passed"))
-        .unwrap_or("");
+    let (ok, text) = pytest(python, &[], &[]);
+    assert!(ok, "pytest failed:\n{text}");
+    let summary = summary(&text);
     assert!(!summary.contains(" failed"), "{text}");
+    for skipped in text.lines().filter(|l| l.starts_with("SKIPPED")) {
+        eprintln!("pytest: {skipped}");
+    }
     eprintln!("pytest: {summary}");
 }

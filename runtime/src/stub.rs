@@ -98,17 +98,9 @@ impl<T: Topic, P: Publisher> Producer<T, P> {
         partition_key: impl Into<String>,
         metadata: Metadata,
     ) -> Result<PublishReceipt, PublishError> {
-        let payload = json::to_vec(message).map_err(PublishError::Encode)?;
+        let message = outgoing::<T>(message, id, partition_key.into(), metadata)?;
         self.publisher
-            .publish(
-                T::KEY,
-                OutgoingMessage {
-                    id,
-                    partition_key: partition_key.into(),
-                    payload,
-                    metadata,
-                },
-            )
+            .publish(T::KEY, message)
             .await
             .map_err(PublishError::Transport)
     }
@@ -123,20 +115,27 @@ impl<T: Topic, P: Publisher> Producer<T, P> {
         partition_key: impl Into<String>,
         metadata: Metadata,
     ) -> Result<(), PublishError> {
-        let payload = json::to_vec(message).map_err(PublishError::Encode)?;
+        let message = outgoing::<T>(message, id, partition_key.into(), metadata)?;
         delivery
-            .publish_on_ack(
-                T::KEY,
-                OutgoingMessage {
-                    id,
-                    partition_key: partition_key.into(),
-                    payload,
-                    metadata,
-                },
-            )
+            .publish_on_ack(T::KEY, message)
             .await
             .map_err(PublishError::Transport)
     }
+}
+
+/// `message` encoded as protobuf JSON, addressed.
+fn outgoing<T: Topic>(
+    message: &T::Message,
+    id: MessageId,
+    partition_key: String,
+    metadata: Metadata,
+) -> Result<OutgoingMessage, PublishError> {
+    Ok(OutgoingMessage {
+        id,
+        partition_key,
+        payload: json::to_vec(message).map_err(PublishError::Encode)?,
+        metadata,
+    })
 }
 
 /// What a handler did with a message it could handle.

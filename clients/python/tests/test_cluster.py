@@ -5,7 +5,6 @@ settle script only when it is for the group's own stream, and before the ack oth
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,12 +12,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from keyway import ACK, Backoff, Client, Delivery, Retry, Subscription, topics
+from keyway import ACK, Client, Delivery, Retry, topics
 from keyway.runway.messagequeue_pb2 import MergeRequest, MergeResult
+from test_queue import consume_until
 
 NODE = os.environ.get("KEYWAY_TEST_CLUSTER")
 pytestmark = pytest.mark.skipif(NODE is None, reason="KEYWAY_TEST_CLUSTER is set by tests/clients_python.rs")
-FAST = Subscription(batch_size=4, visibility_timeout=5.0, max_attempts=3, backoff=Backoff(0.01, 1.0, 0.01))
 _prefixes = iter(range(1_000_000))
 
 
@@ -32,21 +31,6 @@ async def cluster_client() -> AsyncIterator[Client]:
         yield Client(redis, key_prefix=f"py{os.getpid()}-{next(_prefixes)}", trim_interval=0.05, shutdown_deadline=1.0)
     finally:
         await redis.aclose()
-
-
-async def run_until(client: Client, handler: Any, done: Any) -> None:
-    stop = asyncio.Event()
-
-    async def watch() -> None:
-        while not done():
-            await asyncio.sleep(0.02)
-        stop.set()
-
-    watcher = asyncio.create_task(watch())
-    try:
-        await asyncio.wait_for(client.consumer(topics.RUNWAY_MERGE, "g", handler, FAST).run(stop), 20)
-    finally:
-        watcher.cancel()
 
 
 async def stream_ids(client: Client, topic: str) -> list[str]:
@@ -75,7 +59,7 @@ async def test_publishing_with_the_ack_on_a_cluster_in_the_groups_slot_and_in_an
             await requests.publish_on_ack(d, MergeRequest(id="echo"), id="echo", partition_key="e")
         return ACK
 
-    await run_until(client, handle, lambda: ("r-3", 1) in seen and ("echo", 1) in seen)
+    await consume_until(client, handle, lambda: ("r-3", 1) in seen and ("echo", 1) in seen, timeout=20)
     assert await stream_ids(client, "merge-signal") == ["s-1", "s-2"]
     assert [i for i, _ in seen].count("echo") == 1
     assert [a for i, a in seen if i == "r-1"] == [1, 2]
