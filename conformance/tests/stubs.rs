@@ -1,6 +1,6 @@
 //! Generated producer and consumer stubs, through the in-process backend: every contract topic
-//! round-trips, and a payload that does not decode is dead-lettered without reaching the
-//! handler.
+//! round-trips, a payload that does not decode is dead-lettered without reaching the handler,
+//! and what a handler publishes with its ack goes out only when it acks.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -289,4 +289,88 @@ async fn handlers_can_extend_visibility_and_wrong_topics_are_rejected() {
         .unwrap();
     assert!(matches!(outcome, Outcome::Reject(ref f) if f.detail["kind"] == "wrong-topic"));
     assert_eq!(consumer.handler().calls(), 1);
+}
+
+/// Answers each request on `merge-signal` with its ack, then fails its first attempt.
+struct Answering;
+
+impl TopicHandler<RunwayMerge> for Answering {
+    async fn handle(&self, request: MergeRequest, d: &Delivery) -> Result<Handled, HandlerError> {
+        let answer = MergeResult {
+            id: request.id.clone(),
+            ..Default::default()
+        };
+        Producer::<MergeSignal, _>::new(&NoPublisher)
+            .publish_on_ack(
+                d,
+                &answer,
+                MessageId::new(format!("{}/answer", request.id))?,
+                &d.partition_key,
+                metadata([("attempt", d.attempt.to_string().as_str())]),
+            )
+            .await?;
+        if d.attempt == 1 {
+            return Err(HandlerError::retryable("not yet"));
+        }
+        Ok(Handled::Ack)
+    }
+}
+
+/// A publisher that is never called: the producer above only stages on the delivery.
+struct NoPublisher;
+
+impl Publisher for NoPublisher {
+    async fn publish(
+        &self,
+        _: &str,
+        _: OutgoingMessage,
+    ) -> Result<PublishReceipt, keyway_runtime::transport::TransportError> {
+        panic!("publish_on_ack went to the producer's publisher")
+    }
+}
+
+#[tokio::test]
+async fn a_typed_producer_publishes_with_the_ack_and_only_with_it() {
+    let backend = InProcess::new(3);
+    let request = MergeRequest {
+        id: "payments/batch/5".into(),
+        ..Default::default()
+    };
+    RunwayMergeProducer::new(&backend)
+        .publish(
+            &request,
+            MessageId::new("payments/batch/5").unwrap(),
+            "payments",
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let consumer = RunwayMergeConsumer::new(Answering);
+    let (first, _) = backend
+        .deliver_next("runway-merge", &consumer)
+        .await
+        .unwrap();
+    assert!(matches!(first, Outcome::Nack(_)));
+    assert_eq!(
+        backend.pending("merge-signal"),
+        0,
+        "a nacked attempt publishes nothing"
+    );
+    let (second, _) = backend
+        .deliver_next("runway-merge", &consumer)
+        .await
+        .unwrap();
+    assert_eq!(second, Outcome::Ack);
+    let signals = Consumer::<MergeSignal, _>::new(Recorder::<MergeResult>::new(ack));
+    let (outcome, _) = backend
+        .deliver_next("merge-signal", &signals)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Ack);
+    let seen = signals.handler().seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0.id, "payments/batch/5");
+    assert_eq!(seen[0].1, "payments/batch/5/answer");
+    assert_eq!(seen[0].2, "payments");
+    assert_eq!(backend.pending("merge-signal"), 0);
 }
