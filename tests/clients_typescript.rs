@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use keyway_runtime::redis::config::bucket_of;
-use keyway_runtime::redis::{EmbeddedOptions, EmbeddedRedis};
+use keyway_runtime::redis::{EmbeddedCluster, EmbeddedOptions, EmbeddedRedis};
 use prost_reflect::DescriptorPool;
 
 use keyway_codegen::clients::typescript;
@@ -307,11 +307,17 @@ fn node_tests_pass() {
         tests.len() >= 2,
         "no compiled tests in dist/test: {tests:?}"
     );
+    // The cluster test (`test/cluster.test.ts`) runs on a real local cluster.
+    let cluster = EmbeddedCluster::shared().expect("a local Redis Cluster starts");
     let out = run(
         Command::new(node)
             .arg("--test")
             .args(&tests)
             .env("KEYWAY_BUCKET_VECTORS", bucket_vectors())
+            .env(
+                "KEYWAY_TEST_CLUSTER",
+                format!("127.0.0.1:{}", cluster.nodes()[0].port()),
+            )
             .current_dir(&dir),
         "`node --test dist/test/*.test.js` in clients/typescript",
     )
@@ -323,6 +329,7 @@ fn node_tests_pass() {
             .unwrap_or_else(|| panic!("no `{label}` line in the runner's output:\n{out}"))
     };
     assert_eq!(count("# fail"), 0, "{out}");
+    assert_eq!(count("# skipped"), 0, "every test ran: {out}");
     assert!(count("# pass") >= 10, "{out}");
 }
 

@@ -2,7 +2,7 @@
 
 import type { DescMessage, MessageInitShape } from "@bufbuild/protobuf";
 import { create, toJsonString } from "@bufbuild/protobuf";
-import type { Redis } from "ioredis";
+import type { Cluster, Redis } from "ioredis";
 
 import type { Delivery } from "./consumer.js";
 import { ConfigError, transportError } from "./errors.js";
@@ -72,7 +72,10 @@ export interface PublishOptions {
   metadata?: Record<string, string>;
 }
 
-/** A connection to Keyway's queues on one Redis (or cluster) through ioredis. */
+/** An ioredis connection: to one server (`Redis`) or to a Redis Cluster (`Cluster`). */
+export type RedisConnection = Redis | Cluster;
+
+/** A connection to Keyway's queues on one Redis server or a Redis Cluster, through ioredis. */
 export class Keyway {
   readonly keyPrefix: string;
   readonly dedupTtlMs: number;
@@ -85,7 +88,7 @@ export class Keyway {
   readonly #compatible = new Set<string>();
 
   constructor(
-    readonly redis: Redis,
+    readonly redis: RedisConnection,
     options: KeywayOptions = {},
   ) {
     this.keyPrefix = options.keyPrefix ?? "kw";

@@ -3,9 +3,8 @@
 
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { fromJson } from "@bufbuild/protobuf";
-import type { Redis } from "ioredis";
 
-import { checkRange, type Keyway } from "./client.js";
+import { checkRange, type Keyway, type RedisConnection } from "./client.js";
 import {
   ConfigError,
   PermanentError,
@@ -274,7 +273,7 @@ class StreamLoop<Desc extends DescMessage> {
   #listening = false;
   #reconnected = false;
   #finishedDue: number | undefined;
-  #listener: Redis | undefined;
+  #listener: RedisConnection | undefined;
   #fatal: ProtocolVersionError | undefined;
 
   constructor(
@@ -287,7 +286,7 @@ class StreamLoop<Desc extends DescMessage> {
     this.#keys = groupKeys(client.keyPrefix, stream, sub.group);
   }
 
-  get #redis(): Redis {
+  get #redis(): RedisConnection {
     return this.client.redis;
   }
 

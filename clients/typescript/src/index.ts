@@ -2,7 +2,7 @@
 // deployment runs on, with the same atomic scripts as the Rust runtime.
 
 export { Keyway, Producer } from "./client.js";
-export type { KeywayOptions, PublishOptions, PublishReceipt, TopicPlacement } from "./client.js";
+export type { KeywayOptions, PublishOptions, PublishReceipt, RedisConnection, TopicPlacement } from "./client.js";
 export { Consumer, ack, backoffDelay, postpone, reject, retry } from "./consumer.js";
 export type { Backoff, Delivery, Handler, Outcome, SubscriptionOptions } from "./consumer.js";
 export { ConfigError, PermanentError, RetryableError, TransportError } from "./errors.js";

@@ -4,7 +4,7 @@
 
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import type { Redis } from "ioredis";
+import type { RedisConnection } from "./client.js";
 
 const LUA_DIR = new URL("../../lua/", import.meta.url);
 
@@ -23,7 +23,7 @@ export class Script {
   }
 
   /** Run with `keys` and `args`; string replies come back as `Buffer`s. */
-  async run(redis: Redis, keys: readonly string[], args: ReadonlyArray<string | number | Uint8Array>): Promise<unknown> {
+  async run(redis: RedisConnection, keys: readonly string[], args: ReadonlyArray<string | number | Uint8Array>): Promise<unknown> {
     const tail = [keys.length, ...keys, ...args.map((a) => (a instanceof Uint8Array ? Buffer.from(a) : a))];
     try {
       return await redis.callBuffer("EVALSHA", this.sha, ...tail);
