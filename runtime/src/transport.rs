@@ -10,7 +10,9 @@
 //!     attempt, dead-lettered with this reason when attempts run out;
 //!   - [`Outcome::Postpone`] is not a failure, but not yet: redelivered after the delay, not
 //!     counted as an attempt;
-//!   - [`Outcome::Reject`] is a non-retryable failure: dead-lettered at once.
+//!   - [`Outcome::Reject`] is a non-retryable failure: dead-lettered at once;
+//! - a handler may publish with its delivery's ack ([`Delivery::publish_on_ack`]): such
+//!   messages go out only if it acks, atomically with the ack where the backend can.
 //!
 //! A backend implements [`Publisher`] and drives a [`Handler`] from its consume loop. The
 //! generated, typed stubs ([`crate::stub`]) sit on top of these two traits.
