@@ -390,10 +390,7 @@ class Producer(Generic[M]):
         """Publish ``message`` with message id ``id``. A second publish of the same id and
         partition key within the dedup TTL writes nothing and returns ``Receipt.DUPLICATE``."""
         staged = await self._addressed(message, id, partition_key, metadata)
-        c = self.client
-        reply = await c.run_script("publish", [staged.stream_key, staged.dedup_key], staged.publish_args(c))
-        await c.wait_replicated()
-        return Receipt.DUPLICATE if reply == 0 else Receipt.PUBLISHED
+        return await staged.publish(self.client)
 
     async def publish_on_ack(
         self,
@@ -448,8 +445,12 @@ class _Staged:
     #: Metadata names and values, flat.
     metadata: list[str]
 
-    def publish_args(self, c: Client) -> list[Any]:
-        return [_ms(c.dedup_ttl), self.id, self.partition_key, self.payload, *self.metadata]
+    async def publish(self, c: Client) -> Receipt:
+        """Publish with the publish script (and ``WAIT``, when ``c`` asks for it)."""
+        args = [_ms(c.dedup_ttl), self.id, self.partition_key, self.payload, *self.metadata]
+        reply = await c.run_script("publish", [self.stream_key, self.dedup_key], args)
+        await c.wait_replicated()
+        return Receipt.DUPLICATE if reply == 0 else Receipt.PUBLISHED
 
 
 # Consuming -----------------------------------------------------------------------------------
@@ -854,11 +855,9 @@ class _Loop:
     async def _publish_before_ack(self, staged: list[_Staged]) -> Outcome | None:
         """Publish messages staged with an ack one by one, in order, before the ack; a failure
         makes the ack a retry (or a reject, when retrying cannot help)."""
-        c = self.client
         for m in staged:
             try:
-                await c.run_script("publish", [m.stream_key, m.dedup_key], m.publish_args(c))
-                await c.wait_replicated()
+                await m.publish(self.client)
             except rexc.RedisError as e:
                 reason = f'publishing on "{m.topic}" with the ack failed: {e}'
                 return Retry(reason, kind="publish") if is_retryable(e) else Reject(reason, kind="publish")
