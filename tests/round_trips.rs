@@ -51,14 +51,14 @@ const BATCHES: usize = 10;
 /// loops' timers, which tick during the window (an idle claim of a subscription is one request
 /// and four commands, a blocking read one).
 ///
-/// Measured: the loop 29 requests and 124 commands (a record and its membership move in one
-/// script; a batch's revisions in one; a claim scans for expired entries only when one may
-/// have expired; what a handler publishes goes out in its settle script), submitting 8
-/// requests and 20 commands.
-const MAX_LOOP_REQUESTS: f64 = 32.0;
+/// Measured: the loop 23 requests and 124 commands (a record and its membership move in one
+/// script; a batch's requests read in one script and written in one, a batch with its
+/// revisions in one; a claim scans for expired entries only when one may have expired; what a
+/// handler publishes goes out in its settle script), submitting 6 requests and 18 commands.
+const MAX_LOOP_REQUESTS: f64 = 26.0;
 const MAX_LOOP_COMMANDS: f64 = 136.0;
-const MAX_SUBMIT_REQUESTS: f64 = 9.0;
-const MAX_SUBMIT_COMMANDS: f64 = 22.0;
+const MAX_SUBMIT_REQUESTS: f64 = 7.0;
+const MAX_SUBMIT_COMMANDS: f64 = 20.0;
 /// Upper bound on an idle subscription's commands per second (measured 3.5: each second a
 /// blocking read that times out, every five seconds a claim of four commands and a recovery
 /// pass, every ten the trim and tend scripts).
@@ -311,7 +311,7 @@ fn parse(line: &str) -> Option<Seen> {
 
 /// What a script call is, from its keys and arguments: `publish`, `claim`, `settle:<action>`,
 /// `recover`, `trim`/`tend` (both: a stream and its groups' `held` keys), `store:cas`,
-/// `store:speculation`, or `script`.
+/// `store:read`, `store:speculation`, or `script`.
 fn script_kind(args: &[String]) -> String {
     let keys: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(0);
     let key = |i: usize| args.get(3 + i).map(String::as_str).unwrap_or("");
@@ -319,8 +319,8 @@ fn script_kind(args: &[String]) -> String {
     if key(0).contains(":st:") {
         return if key(1).contains(":speculated:") {
             "store:speculation".into()
-        } else if key(0).contains(":revisions:") {
-            "store:revisions".into()
+        } else if argv.first().is_some_and(|a| a == "h" || a == "l") {
+            "store:read".into()
         } else {
             "store:cas".into()
         };

@@ -696,6 +696,94 @@ async fn a_write_moves_the_membership_with_the_record_and_mends_a_set_that_lost_
     assert!(in_state(&e, BatchState::Failed).await.is_empty());
 }
 
+#[tokio::test]
+async fn a_batchs_requests_are_read_and_written_in_one_script_all_or_none() {
+    let e = env().await;
+    seed(&e.store, BatchState::Merging).await;
+    let ids: Vec<String> = ["payments/1", "payments/2", "payments/9"]
+        .map(String::from)
+        .into();
+    let read = e.store.requests(&ids).await.unwrap();
+    assert_eq!(
+        read.iter()
+            .map(|r| r.as_ref().map(|r| r.id.as_str()))
+            .collect::<Vec<_>>(),
+        [Some("payments/1"), Some("payments/2"), None]
+    );
+    let mut requests: Vec<Request> = read.into_iter().flatten().collect();
+    // Another writer moves the second request on: writing both from the old read is a conflict
+    // on it, and the first is not written either.
+    let mut other = requests[1].clone();
+    other.set_state(RequestState::Cancelled);
+    e.store.update_request(&mut other).await.unwrap();
+    for r in &mut requests {
+        r.set_state(RequestState::Landed);
+    }
+    let err = e.store.update_requests(&mut requests).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(what) if what == "request payments/2"),
+        "{err}"
+    );
+    assert_eq!(
+        requests.iter().map(|r| r.version).collect::<Vec<_>>(),
+        [1, 1]
+    );
+    let stored = e.store.request("payments/1").await.unwrap().unwrap();
+    assert_eq!((stored.state(), stored.version), (RequestState::Queued, 1));
+    // From a fresh read both are written, and each moves to its new state's set.
+    e.store
+        .set_revisions(&[("payments/1", vec!["r1".into(), "r2".into()])])
+        .await
+        .unwrap();
+    let fresh = e.store.requests_with_revisions(&ids[..2]).await.unwrap();
+    assert_eq!(fresh[0].1, ["r1", "r2"]);
+    assert!(fresh[1].1.is_empty());
+    let mut requests: Vec<Request> = fresh.into_iter().filter_map(|(r, _)| r).collect();
+    for r in &mut requests {
+        r.set_state(RequestState::Error);
+    }
+    e.store.update_requests(&mut requests).await.unwrap();
+    assert_eq!(
+        requests.iter().map(|r| r.version).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    for id in &ids[..2] {
+        let stored = e.store.request(id).await.unwrap().unwrap();
+        assert_eq!(stored.state(), RequestState::Error);
+    }
+}
+
+#[tokio::test]
+async fn a_batch_and_its_revisions_are_written_together_or_not_at_all() {
+    let e = env().await;
+    seed(&e.store, BatchState::Merging).await;
+    let mut stale = the_batch(&e).await;
+    let mut fresh = stale.clone();
+    fresh.set_state(BatchState::Cancelling);
+    e.store.update_batch(&mut fresh).await.unwrap();
+    let revisions = [("payments/1", vec!["r1".to_owned()])];
+    stale.set_state(BatchState::Succeeded);
+    assert!(matches!(
+        e.store
+            .update_batch_with_revisions(&mut stale, &revisions)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(e.store.revisions("payments/1").await.unwrap().is_empty());
+    let mut reread = the_batch(&e).await;
+    reread.set_state(BatchState::Succeeded);
+    e.store
+        .update_batch_with_revisions(&mut reread, &revisions)
+        .await
+        .unwrap();
+    assert_eq!(reread.version, 3);
+    assert_eq!(e.store.revisions("payments/1").await.unwrap(), ["r1"]);
+    assert_eq!(
+        in_state(&e, BatchState::Succeeded).await,
+        ["payments/batch/1"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_conflict_is_a_retryable_failure() {
     let e = env().await;

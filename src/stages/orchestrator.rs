@@ -10,10 +10,6 @@
 //! - an identifier quoted in a reason is cut to [`MAX_ECHO`](super::store::MAX_ECHO) bytes;
 //! - no reason quotes a payload.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
-
 use keyway_runtime::redis::RedisBackend;
 use keyway_runtime::stub::{Handled, HandlerError, Producer, TopicHandler};
 use keyway_runtime::transport::{Delivery, MessageId, Metadata};
@@ -27,38 +23,6 @@ use crate::orchestrator::{
 };
 use crate::runway::messagequeue::{MergeRequest, MergeResult, MergeStep, Outcome};
 use crate::topics as rtopics;
-
-/// Run `futures` together and collect their outputs in order, or return the first error (the
-/// others are dropped). Their commands go out on the one connection without waiting for each
-/// other's replies, so independent reads and writes cost one round trip instead of one each.
-/// Only for work whose order does not matter.
-async fn all<T, F>(futures: Vec<F>) -> Result<Vec<T>, HandlerError>
-where
-    F: Future<Output = Result<T, HandlerError>>,
-{
-    let mut running: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut done: Vec<Option<T>> = running.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, out) in running.iter_mut().zip(done.iter_mut()) {
-            if out.is_some() {
-                continue;
-            }
-            match future.as_mut().poll(cx) {
-                Poll::Ready(Ok(value)) => *out = Some(value),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => pending = true,
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(Ok(()))
-        }
-    })
-    .await?;
-    Ok(done.into_iter().flatten().collect())
-}
 
 fn id(text: &str) -> Result<MessageId, HandlerError> {
     MessageId::new(text).map_err(|e| HandlerError::permanent(reason(&e.to_string())))
@@ -215,28 +179,23 @@ impl MergeStage {
         if is_halted(batch.state()) {
             return Ok(Handled::Ack);
         }
-        let batch_id = batch.id.as_str();
-        let reads = batch.contains.iter().map(|id| async move {
-            let request = self.store.request(id).await?;
-            request.ok_or_else(|| {
-                HandlerError::permanent(format!(
+        let requests = self.store.requests(&batch.contains).await?;
+        let mut steps = Vec::with_capacity(requests.len());
+        for (id, request) in batch.contains.iter().zip(requests) {
+            let Some(request) = request else {
+                return Err(HandlerError::permanent(format!(
                     "request {:?} of batch {:?} does not exist",
                     echo(id),
-                    echo(batch_id)
-                ))
-            })
-        });
-        let steps: Vec<MergeStep> = all(reads.collect())
-            .await?
-            .into_iter()
-            .map(|request| MergeStep {
-                step_id: request.id.clone(),
-                change: Some(Change {
-                    uris: request.uris.clone(),
-                }),
-                strategy: strategy(request.strategy()) as i32,
-            })
-            .collect();
+                    echo(&batch.id)
+                )));
+            };
+            let strategy = strategy(request.strategy()) as i32;
+            steps.push(MergeStep {
+                step_id: request.id,
+                change: Some(Change { uris: request.uris }),
+                strategy,
+            });
+        }
         // Log first: a failed log publish means Runway never hears of the batch. The events go
         // out in the members' order.
         for request_id in &batch.contains {
@@ -318,10 +277,10 @@ impl MergeSignalStage {
                 revisions.push((&step.step_id, outputs));
             }
         }
-        if !revisions.is_empty() {
-            self.store.set_revisions(&revisions).await?;
-        }
         if is_terminal(batch.state()) {
+            if !revisions.is_empty() {
+                self.store.set_revisions(&revisions).await?;
+            }
             self.store.repair_batch_membership(&batch).await?;
             self.outbox.fan_out(d, &batch, &failure).await?;
             return Ok(Handled::Ack);
@@ -332,32 +291,36 @@ impl MergeSignalStage {
             BatchState::Failed
         });
         batch.failure_reason = failure.clone();
-        self.store.update_batch(&mut batch).await?;
+        // The revisions with the state: conclude, which copies them, runs once it is terminal.
+        self.store
+            .update_batch_with_revisions(&mut batch, &revisions)
+            .await?;
         self.outbox.fan_out(d, &batch, &failure).await?;
         Ok(Handled::Ack)
     }
 }
 
-/// Drive a request to `state` (no-op when it is already there), with a log event
-/// `<request>/<event>` published with `d`'s ack; `error` is cut to
-/// [`MAX_REASON`](super::store::MAX_REASON).
-pub async fn settle_request(
+/// Drive requests `ids` to `state` (a no-op for one that is already there, and for one that
+/// does not exist), with a log event `<request>/<event>` each, in `ids`' order, published with
+/// `d`'s ack; `error` is cut to [`MAX_REASON`](super::store::MAX_REASON). One script reads the
+/// records (with their revisions, for `Landed`) and one writes those that change, all or none.
+pub async fn settle_requests(
     store: &Store,
     outbox: &Outbox,
     d: &Delivery,
-    request_id: &str,
+    ids: &[String],
     state: RequestState,
     error: &str,
 ) -> Result<(), HandlerError> {
-    // A landed request takes its revisions: read both at once.
-    let (request, revisions) = tokio::join!(store.request(request_id), async {
-        match state {
-            RequestState::Landed => store.revisions(request_id).await.map(Some),
-            _ => Ok(None),
-        }
-    });
-    let Some(mut request) = request? else {
-        return Ok(());
+    let read = if state == RequestState::Landed {
+        store.requests_with_revisions(ids).await?
+    } else {
+        store
+            .requests(ids)
+            .await?
+            .into_iter()
+            .map(|r| (r, Vec::new()))
+            .collect()
     };
     let event = match state {
         RequestState::Landed => "landed",
@@ -365,18 +328,36 @@ pub async fn settle_request(
         _ => "error",
     };
     let error = reason(error);
-    if request.state() != state {
+    let mut changed = Vec::new();
+    let mut settled = Vec::new();
+    let mut present = Vec::new();
+    for (id, (request, revisions)) in ids.iter().zip(read) {
+        let Some(mut request) = request else {
+            continue;
+        };
+        present.push(id);
+        if request.state() == state {
+            settled.push(request);
+            continue;
+        }
         request.set_state(state);
         request.error = error.clone().into_owned();
-        if let Some(revisions) = revisions? {
+        if state == RequestState::Landed {
             request.revisions = revisions;
         }
-        store.update_request(&mut request).await?;
-    } else {
-        // A redelivery after the write: its membership move may not have happened.
-        store.repair_request_membership(&request).await?;
+        changed.push(request);
     }
-    outbox.log(d, request_id, event, "", &error).await
+    if !changed.is_empty() {
+        store.update_requests(&mut changed).await?;
+    }
+    // A redelivery after the write: its membership move may not have happened.
+    for request in &settled {
+        store.repair_request_membership(request).await?;
+    }
+    for id in present {
+        outbox.log(d, id, event, "", &error).await?;
+    }
+    Ok(())
 }
 
 /// The `conclude` stage (minimal): the batch's terminal state becomes its requests' state.
@@ -420,12 +401,7 @@ impl ConcludeStage {
                 )))
             }
         };
-        // Members are settled together: each is its own record and its own log partition.
-        let settles = batch
-            .contains
-            .iter()
-            .map(|request| settle_request(&self.store, &self.outbox, d, request, state, &error));
-        all(settles.collect()).await?;
+        settle_requests(&self.store, &self.outbox, d, &batch.contains, state, &error).await?;
         Ok(Handled::Ack)
     }
 }

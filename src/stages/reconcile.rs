@@ -32,7 +32,7 @@ use keyway_runtime::transport::{
     Delivery, Failure, Handler, MessageId, Metadata, Outcome, PublishReceipt, SubscriptionConfig,
 };
 
-use super::orchestrator::{settle_request, MergeSignalStage, Outbox};
+use super::orchestrator::{settle_requests, MergeSignalStage, Outbox};
 use super::store::{echo, prefixed, reason, Store};
 use crate::merge_service::Answers;
 use crate::orchestrator::topics as otopics;
@@ -229,17 +229,15 @@ impl BatchReconciler {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let error = format!("{error} ({})", detail.join(", "));
-        for request in &batch.contains {
-            settle_request(
-                &self.store,
-                &self.outbox,
-                d,
-                request,
-                RequestState::Error,
-                &error,
-            )
-            .await?;
-        }
+        settle_requests(
+            &self.store,
+            &self.outbox,
+            d,
+            &batch.contains,
+            RequestState::Error,
+            &error,
+        )
+        .await?;
         Ok(())
     }
 }

@@ -95,15 +95,18 @@ pub fn bounded(e: HandlerError) -> HandlerError {
     out
 }
 
-/// Write the record only if the stored version is the one read, and move its id between the
-/// membership sets. KEYS: 1 entity, then (optional) the kind's state sets. ARGV: 1 the version
-/// read (`0` for a new record), 2 the new version, 3 the record, 4 its state's name, and when
-/// sets are given 5 the record's id and 6… the state of each set, in `KEYS` order. Returns 0 on
-/// a version mismatch; when written, the state the record had before: `""` for a new record,
-/// `"?"` for one written without its state (before `s` was kept) and for this very write found
-/// applied already (the client re-sends a command whose reply a reconnect lost: the write is
-/// then a success). The id is moved with one `SMOVE` from the state the record had; when that
-/// state is unknown, or its set does not hold the id, it is removed from every other set.
+/// Write records only if each stored version is the one read, all of them or none, move each
+/// id between its kind's membership sets, and replace lists. KEYS: per record its key, then
+/// (optional) its kind's state sets; then the lists. ARGV: 1 the number of records, 2 the number
+/// of lists, then per record: its number of sets, the version read (`0` for a new record), the
+/// new version, the record, its state's name, its id, and the state of each of its sets, in
+/// `KEYS` order; then per list its number of items and the items. Returns `[0, i]` when record
+/// `i`'s version does not match (nothing is written); when written, `[1, …]` with the state each
+/// record had before: `""` for a new record, `"?"` for one written without its state (before
+/// `s` was kept) and for this very write found applied already (the client re-sends a command
+/// whose reply a reconnect lost: the write is then a success). An id is moved with one `SMOVE`
+/// from the state the record had; when that state is unknown, or its set does not hold the id,
+/// it is removed from every other set.
 const CAS: &str = include_str!("lua/store_cas.lua");
 
 /// Count a wake-up once per message. KEYS: 1 the queue's `speculations` list, 2 the message's
@@ -111,9 +114,9 @@ const CAS: &str = include_str!("lua/store_cas.lua");
 /// when the message was counted before (a redelivery).
 const NOTE_SPECULATION: &str = include_str!("lua/note_speculation.lua");
 
-/// Replace lists. KEYS: the lists. ARGV: for each list in `KEYS` order, its number of items,
-/// then the items. Returns the number of lists.
-const SET_LISTS: &str = include_str!("lua/set_lists.lua");
+/// Read records and lists. KEYS: what to read (one slot). ARGV: for each key `l` for a list (its
+/// items) or `h` for a record (its `d`, nil when it does not exist). Returns one reply per key.
+const READ: &str = include_str!("lua/store_read.lua");
 
 /// A count as a script argument.
 fn count(n: usize) -> i64 {
@@ -180,7 +183,7 @@ pub struct Store {
     marker_ttl_ms: i64,
     cas: Arc<Script>,
     note_speculation: Arc<Script>,
-    set_lists: Arc<Script>,
+    read: Arc<Script>,
 }
 
 impl std::fmt::Debug for Store {
@@ -205,7 +208,7 @@ impl Store {
                 .max(1),
             cas: Arc::new(Script::from_lua(CAS)),
             note_speculation: Arc::new(Script::from_lua(NOTE_SPECULATION)),
-            set_lists: Arc::new(Script::from_lua(SET_LISTS)),
+            read: Arc::new(Script::from_lua(READ)),
         }
     }
 
@@ -271,53 +274,135 @@ impl Store {
         let v = self
             .cmd("HGET", vec![key.clone().into(), "d".into()])
             .await?;
-        let Some(bytes) = v.as_bytes().map(<[u8]>::to_vec) else {
-            return Ok(None);
-        };
-        json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", echo(&key))))
+        decode(&key, &v)
     }
 
-    /// Write `record` under `key` if its stored version is `read_version` and move it into its
-    /// state's set (one script, one slot).
-    async fn write<M: json::JsonMessage>(
-        &self,
-        key: String,
-        what: &str,
-        read_version: i64,
-        record: &M,
-        member: Member<'_>,
-    ) -> Result<(), StoreError> {
-        let data = json::to_vec(record).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
-        let mut keys = vec![key.clone()];
-        keys.extend(
-            member
-                .states
+    /// Read `reads`, one script per queue (a queue's keys share a slot): one reply per read, in
+    /// order.
+    async fn read_all(&self, reads: &[Read<'_>]) -> Result<Vec<Value>, StoreError> {
+        let mut out = vec![Value::Null; reads.len()];
+        for group in by_queue(reads.iter().map(|r| r.queue)) {
+            let keys: Vec<String> = group.iter().map(|&i| reads[i].key.clone()).collect();
+            let args: Vec<Value> = group
                 .iter()
-                .map(|s| self.member_key(member.queue, member.kind, s)),
-        );
-        let mut args = vec![
-            Value::from(read_version.to_string()),
-            Value::from((read_version + 1).to_string()),
-            Value::Bytes(data.into()),
-            Value::from(member.state),
-            Value::from(member.id),
-        ];
-        args.extend(member.states.iter().map(|s| Value::from(*s)));
-        let reply: Value = self
-            .cas
-            .evalsha_with_reload(&self.client, keys, args)
-            .await
-            .map_err(transport)?;
-        if reply.as_bytes().is_none() {
-            return Err(StoreError::Conflict(what.to_owned()));
+                .map(|&i| Value::from(if reads[i].list { "l" } else { "h" }))
+                .collect();
+            let reply: Value = self
+                .read
+                .evalsha_with_reload(&self.client, keys, args)
+                .await
+                .map_err(transport)?;
+            let values = reply.into_array();
+            if values.len() != group.len() {
+                return Err(unexpected("store_read", values.len()));
+            }
+            for (i, v) in group.into_iter().zip(values) {
+                out[i] = v;
+            }
         }
-        // One wait covers the record and its membership (one slot, one connection).
-        self.backend
-            .wait_replicated(&key)
-            .await
-            .map_err(StoreError::Transport)
+        Ok(out)
+    }
+
+    /// Bump `record`'s version in what is written, and say where it belongs; the record itself
+    /// keeps the version read until the write succeeds.
+    fn stage<R: Record>(&self, record: &mut R) -> Result<Write, StoreError> {
+        let what = format!("{} {}", R::KIND, echo(record.id()));
+        let read_version = *record.version_mut();
+        *record.version_mut() = read_version + 1;
+        let data = json::to_vec(&*record);
+        *record.version_mut() = read_version;
+        let data = data.map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+        let queue = record.queue();
+        Ok(Write {
+            key: self.key(queue, &format!("{}:{}", R::KIND, record.id())),
+            sets: R::states()
+                .iter()
+                .map(|s| (self.member_key(queue, R::KIND, s), *s))
+                .collect(),
+            queue: queue.to_owned(),
+            id: record.id().to_owned(),
+            state: record.state_name(),
+            what,
+            read_version,
+            data,
+        })
+    }
+
+    /// Write each record if its stored version is the one read, move it into its state's set,
+    /// and replace each list: one script per queue, which writes all of that queue's records
+    /// and lists or none.
+    async fn write_all(&self, writes: &[Write], lists: &[List<'_>]) -> Result<(), StoreError> {
+        let queues = writes
+            .iter()
+            .map(|w| w.queue.as_str())
+            .chain(lists.iter().map(|l| l.queue));
+        for group in by_queue(queues) {
+            let (records, replaced): (Vec<usize>, Vec<usize>) =
+                group.into_iter().partition(|&i| i < writes.len());
+            let mut keys = Vec::new();
+            let mut args = vec![
+                Value::from(count(records.len())),
+                Value::from(count(replaced.len())),
+            ];
+            for &i in &records {
+                let w = &writes[i];
+                keys.push(w.key.clone());
+                keys.extend(w.sets.iter().map(|(key, _)| key.clone()));
+                args.extend([
+                    Value::from(count(w.sets.len())),
+                    Value::from(w.read_version.to_string()),
+                    Value::from((w.read_version + 1).to_string()),
+                    Value::Bytes(w.data.clone().into()),
+                    Value::from(w.state),
+                    Value::from(w.id.as_str()),
+                ]);
+                args.extend(w.sets.iter().map(|(_, state)| Value::from(*state)));
+            }
+            for &i in &replaced {
+                let l = &lists[i - writes.len()];
+                keys.push(l.key.clone());
+                args.push(Value::from(count(l.items.len())));
+                args.extend(l.items.iter().map(|item| Value::from(item.as_str())));
+            }
+            let first = keys[0].clone();
+            let reply: Value = self
+                .cas
+                .evalsha_with_reload(&self.client, keys, args)
+                .await
+                .map_err(transport)?;
+            let reply = reply.into_array();
+            match reply.first().and_then(Value::as_i64) {
+                Some(1) if reply.len() == records.len() + 1 => {}
+                Some(0) => {
+                    let at = reply.get(1).and_then(Value::as_usize).unwrap_or(1);
+                    let what = records
+                        .get(at.saturating_sub(1))
+                        .map_or("a record", |&i| writes[i].what.as_str());
+                    return Err(StoreError::Conflict(what.to_owned()));
+                }
+                _ => return Err(unexpected("store_cas", reply.len())),
+            }
+            // One wait covers the records, their membership and the lists (one slot, one
+            // connection).
+            self.backend
+                .wait_replicated(&first)
+                .await
+                .map_err(StoreError::Transport)?;
+        }
+        Ok(())
+    }
+
+    /// Write `records` (see [`Store::update_batch`]), bumping their versions once written.
+    async fn update<R: Record>(&self, records: &mut [R]) -> Result<(), StoreError> {
+        let writes = records
+            .iter_mut()
+            .map(|r| self.stage(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write_all(&writes, &[]).await?;
+        for r in records {
+            *r.version_mut() += 1;
+        }
+        Ok(())
     }
 
     /// The batch `id`, if it exists.
@@ -330,56 +415,56 @@ impl Store {
         self.load(self.request_key(id)).await
     }
 
+    /// The requests `ids`, in order (`None` for one that does not exist): one script per queue.
+    pub async fn requests(&self, ids: &[String]) -> Result<Vec<Option<Request>>, StoreError> {
+        let reads: Vec<Read<'_>> = ids
+            .iter()
+            .map(|id| Read::record(queue_of(id), self.request_key(id)))
+            .collect();
+        let values = self.read_all(&reads).await?;
+        reads
+            .iter()
+            .zip(&values)
+            .map(|(r, v)| decode(&r.key, v))
+            .collect()
+    }
+
+    /// The requests `ids`, each with the revisions recorded for it, in order: one script per
+    /// queue.
+    pub async fn requests_with_revisions(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(Option<Request>, Vec<String>)>, StoreError> {
+        let mut reads = Vec::with_capacity(2 * ids.len());
+        for id in ids {
+            reads.push(Read::record(queue_of(id), self.request_key(id)));
+            reads.push(Read::list(queue_of(id), self.revisions_key(id)));
+        }
+        let values = self.read_all(&reads).await?;
+        reads
+            .chunks(2)
+            .zip(values.chunks(2))
+            .map(|(r, v)| Ok((decode(&r[0].key, &v[0])?, strings(&v[1]))))
+            .collect()
+    }
+
     /// Write `batch` if its stored version is still `batch.version`, bumping the version, and
     /// move its membership record from the state it had to its new one in the same script.
     pub async fn update_batch(&self, batch: &mut Batch) -> Result<(), StoreError> {
-        let read = batch.version;
-        batch.version = read + 1;
-        let result = self
-            .write(
-                self.batch_key(&batch.id),
-                &format!("batch {}", echo(&batch.id)),
-                read,
-                &*batch,
-                Member {
-                    queue: &batch.queue,
-                    kind: "batch",
-                    id: &batch.id,
-                    state: batch.state().as_str_name(),
-                    states: &batch_states(),
-                },
-            )
-            .await;
-        if result.is_err() {
-            batch.version = read;
-        }
-        result
+        self.update(std::slice::from_mut(batch)).await
     }
 
     /// Write `request` if its stored version is still `request.version` (see
     /// [`Store::update_batch`]).
     pub async fn update_request(&self, request: &mut Request) -> Result<(), StoreError> {
-        let read = request.version;
-        request.version = read + 1;
-        let result = self
-            .write(
-                self.request_key(&request.id),
-                &format!("request {}", echo(&request.id)),
-                read,
-                &*request,
-                Member {
-                    queue: &request.queue,
-                    kind: "request",
-                    id: &request.id,
-                    state: request.state().as_str_name(),
-                    states: &request_states(),
-                },
-            )
-            .await;
-        if result.is_err() {
-            request.version = read;
-        }
-        result
+        self.update(std::slice::from_mut(request)).await
+    }
+
+    /// Write `requests` if each stored version is still the one read (see
+    /// [`Store::update_batch`]): one script per queue, which writes all of its requests or
+    /// none (a conflict on one leaves every one as it was).
+    pub async fn update_requests(&self, requests: &mut [Request]) -> Result<(), StoreError> {
+        self.update(requests).await
     }
 
     /// Put `id` in the set of `state` and in no other set of `kind` (pipelined).
@@ -457,33 +542,33 @@ impl Store {
     /// Record the revisions each request's step produced (idempotent): one script per queue,
     /// whose revision lists share a slot.
     pub async fn set_revisions(&self, revisions: &[(&str, Vec<String>)]) -> Result<(), StoreError> {
-        let mut by_queue: Vec<(&str, Vec<String>, Vec<Value>)> = Vec::new();
-        for (request, list) in revisions {
-            let queue = queue_of(request);
-            let at = match by_queue.iter().position(|(q, _, _)| *q == queue) {
-                Some(at) => at,
-                None => {
-                    by_queue.push((queue, Vec::new(), Vec::new()));
-                    by_queue.len() - 1
-                }
-            };
-            let (_, keys, args) = &mut by_queue[at];
-            keys.push(self.revisions_key(request));
-            args.push(Value::from(count(list.len())));
-            args.extend(list.iter().map(|r| Value::from(r.as_str())));
-        }
-        for (_, keys, args) in by_queue {
-            let key = keys[0].clone();
-            self.set_lists
-                .evalsha_with_reload::<Value, _, _>(&self.client, keys, args)
-                .await
-                .map_err(transport)?;
-            self.backend
-                .wait_replicated(&key)
-                .await
-                .map_err(StoreError::Transport)?;
-        }
+        self.write_all(&[], &self.revision_lists(revisions)).await
+    }
+
+    /// Write `batch` as [`Store::update_batch`] does and record `revisions` as
+    /// [`Store::set_revisions`] does, in one script (the batch's requests are of its queue):
+    /// both or neither.
+    pub async fn update_batch_with_revisions(
+        &self,
+        batch: &mut Batch,
+        revisions: &[(&str, Vec<String>)],
+    ) -> Result<(), StoreError> {
+        let write = self.stage(batch)?;
+        self.write_all(&[write], &self.revision_lists(revisions))
+            .await?;
+        batch.version += 1;
         Ok(())
+    }
+
+    fn revision_lists<'a>(&self, revisions: &'a [(&'a str, Vec<String>)]) -> Vec<List<'a>> {
+        revisions
+            .iter()
+            .map(|(request, items)| List {
+                queue: queue_of(request),
+                key: self.revisions_key(request),
+                items,
+            })
+            .collect()
     }
 
     /// The revisions recorded for a request.
@@ -497,17 +582,25 @@ impl Store {
         Ok(v.into_array().iter().filter_map(Value::as_string).collect())
     }
 
-    /// Create `batch` and its requests: fails if any exists.
+    /// Create `batch` and its requests (of its queue) in one script: fails, writing none,
+    /// if any exists.
     pub async fn create(
         &self,
         batch: &mut Batch,
         requests: &mut [Request],
     ) -> Result<(), StoreError> {
         self.add_queue(&batch.queue).await?;
-        for r in requests.iter_mut() {
-            self.update_request(r).await?;
+        let mut writes = requests
+            .iter_mut()
+            .map(|r| self.stage(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        writes.push(self.stage(batch)?);
+        self.write_all(&writes, &[]).await?;
+        for r in requests {
+            r.version += 1;
         }
-        self.update_batch(batch).await
+        batch.version += 1;
+        Ok(())
     }
 
     /// The next number of a `kind` (`batch`, `request`) in `queue`: 1, 2, ... (never reused).
@@ -564,14 +657,137 @@ impl Store {
     }
 }
 
-/// A record's place in the membership sets: `id` of `kind` in `queue` is in `state`, one of
-/// `states`.
-struct Member<'a> {
+/// A record of the store: a batch or a request.
+trait Record: json::JsonMessage {
+    /// Its kind, in its key and its sets' keys: `<kind>:<id>`, `<kind>s:<state>`.
+    const KIND: &'static str;
+    fn id(&self) -> &str;
+    fn queue(&self) -> &str;
+    fn version_mut(&mut self) -> &mut i64;
+    fn state_name(&self) -> &'static str;
+    /// Every state of the kind: one membership set each.
+    fn states() -> Vec<&'static str>;
+}
+
+impl Record for Batch {
+    const KIND: &'static str = "batch";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn queue(&self) -> &str {
+        &self.queue
+    }
+    fn version_mut(&mut self) -> &mut i64 {
+        &mut self.version
+    }
+    fn state_name(&self) -> &'static str {
+        self.state().as_str_name()
+    }
+    fn states() -> Vec<&'static str> {
+        batch_states()
+    }
+}
+
+impl Record for Request {
+    const KIND: &'static str = "request";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn queue(&self) -> &str {
+        &self.queue
+    }
+    fn version_mut(&mut self) -> &mut i64 {
+        &mut self.version
+    }
+    fn state_name(&self) -> &'static str {
+        self.state().as_str_name()
+    }
+    fn states() -> Vec<&'static str> {
+        request_states()
+    }
+}
+
+/// A record's write: the record as written (its version bumped), the version read, and its
+/// membership: `id` of `queue` is in `state`, one of the states of `sets` (key, state).
+struct Write {
+    key: String,
+    what: String,
+    queue: String,
+    id: String,
+    read_version: i64,
+    data: Vec<u8>,
+    state: &'static str,
+    sets: Vec<(String, &'static str)>,
+}
+
+/// A list of `queue` to replace with `items`.
+struct List<'a> {
     queue: &'a str,
-    kind: &'a str,
-    id: &'a str,
-    state: &'a str,
-    states: &'a [&'a str],
+    key: String,
+    items: &'a [String],
+}
+
+/// A key to read: a record's hash or a list, of `queue`.
+struct Read<'a> {
+    queue: &'a str,
+    key: String,
+    list: bool,
+}
+
+impl<'a> Read<'a> {
+    fn record(queue: &'a str, key: String) -> Self {
+        Read {
+            queue,
+            key,
+            list: false,
+        }
+    }
+
+    fn list(queue: &'a str, key: String) -> Self {
+        Read {
+            queue,
+            key,
+            list: true,
+        }
+    }
+}
+
+/// The positions of `queues`, grouped by queue in the order each first appears.
+fn by_queue<'a>(queues: impl Iterator<Item = &'a str>) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, queue) in queues.enumerate() {
+        match groups.iter_mut().find(|(q, _)| *q == queue) {
+            Some((_, at)) => at.push(i),
+            None => groups.push((queue, vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, at)| at).collect()
+}
+
+/// The record stored under `key`, from its `d` (`None` when there is none).
+fn decode<M: json::JsonMessage>(key: &str, v: &Value) -> Result<Option<M>, StoreError> {
+    let Some(bytes) = v.as_bytes() else {
+        return Ok(None);
+    };
+    json::from_slice(bytes)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("{}: {e}", echo(key))))
+}
+
+/// The items of a list reply.
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items.iter().filter_map(Value::as_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A script's reply of a shape it never sends.
+fn unexpected(script: &str, len: usize) -> StoreError {
+    StoreError::Transport(TransportError::new(
+        TransportErrorKind::Other,
+        format!("redis: unexpected reply from {script} ({len} elements)"),
+    ))
 }
 
 const BATCH_STATES: [BatchState; 9] = [

@@ -11,7 +11,8 @@ from importlib import resources
 
 #: Script name → its file, as run (group scripts with their helpers).
 GROUP_SCRIPTS = ("claim", "recover", "settle")
-PLAIN_SCRIPTS = ("publish", "trim", "tend", "store_cas", "note_speculation", "set_lists")
+PLAIN_SCRIPTS = ("publish", "trim", "tend", "store_cas", "store_read",
+                 "note_speculation")
 
 
 def lua_file(name: str) -> str:

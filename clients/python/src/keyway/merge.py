@@ -206,10 +206,12 @@ async def _create(client: Client, kind: str, record: Any, state: str, all_states
     """Write a new record (read version 0) and move its membership to ``state``."""
     record.version = 1
     key = _key(client, record.queue, f"{kind}:{record.id}")
-    reply = await client.run_script("store_cas", [key], ["0", "1", _codec.encode(record), state])
-    if reply == 0:
+    # One record, no sets, no lists: [1, previous state] when written, [0, 1] on a mismatch.
+    args = ["1", "0", "0", "0", "1", _codec.encode(record), state, record.id]
+    reply = await client.run_script("store_cas", [key], args)
+    if reply[0] == 0:
         raise ConflictError(f"version conflict on {kind} {record.id}: it exists already")
-    previous = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    previous = reply[1].decode("utf-8", "replace") if isinstance(reply[1], bytes) else str(reply[1])
     if previous == "":
         before: Sequence[str] = []
     elif previous == "?":
