@@ -54,11 +54,11 @@ const BATCHES: usize = 10;
 /// Measured: the loop 23 requests and 124 commands (a record and its membership move in one
 /// script; a batch's requests read in one script and written in one, a batch with its
 /// revisions in one; a claim scans for expired entries only when one may have expired; what a
-/// handler publishes goes out in its settle script), submitting 6 requests and 18 commands.
+/// handler publishes goes out in its settle script), submitting 5 requests and 17 commands.
 const MAX_LOOP_REQUESTS: f64 = 26.0;
 const MAX_LOOP_COMMANDS: f64 = 136.0;
-const MAX_SUBMIT_REQUESTS: f64 = 7.0;
-const MAX_SUBMIT_COMMANDS: f64 = 20.0;
+const MAX_SUBMIT_REQUESTS: f64 = 6.0;
+const MAX_SUBMIT_COMMANDS: f64 = 19.0;
 /// Upper bound on an idle subscription's commands per second (measured 3.5: each second a
 /// blocking read that times out, every five seconds a claim of four commands and a recovery
 /// pass, every ten the trim and tend scripts).

@@ -754,6 +754,44 @@ async fn a_batchs_requests_are_read_and_written_in_one_script_all_or_none() {
 }
 
 #[tokio::test]
+async fn submitting_numbers_requests_and_batches_without_reuse() {
+    use keyway::stages::submit::{submit, NewRequest};
+    let e = env().await;
+    let request = |sha: char| NewRequest {
+        uris: vec![format!(
+            "file:///srv/pay.git/refs%2Fheads%2Fmain/{}",
+            sha.to_string().repeat(40)
+        )],
+        strategy: LandStrategy::Rebase,
+    };
+    let first = submit(&e.backend, &e.store, "pay", &[request('a'), request('b')])
+        .await
+        .unwrap();
+    let second = submit(&e.backend, &e.store, "pay", &[request('c')])
+        .await
+        .unwrap();
+    let third = submit(&e.backend, &e.store, "pay", &[request('d'), request('e')])
+        .await
+        .unwrap();
+    for (batch, id, contains, shas) in [
+        (&first, "pay/batch/1", &["pay/1", "pay/2"][..], "ab"),
+        (&second, "pay/batch/2", &["pay/3"], "c"),
+        (&third, "pay/batch/3", &["pay/4", "pay/5"], "de"),
+    ] {
+        assert_eq!(batch.id, id);
+        assert_eq!(batch.contains, contains);
+        let stored = e.store.batch(id).await.unwrap().unwrap();
+        assert_eq!((&stored, stored.version), (batch, 1));
+        let requests = e.store.requests(&batch.contains).await.unwrap();
+        for (r, sha) in requests.iter().zip(shas.chars()) {
+            let r = r.as_ref().unwrap();
+            assert_eq!((r.state(), r.version), (RequestState::Queued, 1));
+            assert!(r.uris[0].ends_with(&sha.to_string().repeat(40)), "{r:?}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_batch_and_its_revisions_are_written_together_or_not_at_all() {
     let e = env().await;
     seed(&e.store, BatchState::Merging).await;

@@ -603,17 +603,22 @@ impl Store {
         Ok(())
     }
 
-    /// The next number of a `kind` (`batch`, `request`) in `queue`: 1, 2, ... (never reused).
-    pub async fn next_number(&self, queue: &str, kind: &str) -> Result<u64, StoreError> {
+    /// The next `n` numbers of a `kind` (`batch`, `request`) in `queue`, as the first of them:
+    /// 1, 2, ... (never reused; one `INCRBY` reserves them all).
+    pub async fn next_numbers(&self, queue: &str, kind: &str, n: u64) -> Result<u64, StoreError> {
+        let key = self.key(queue, &format!("seq:{kind}"));
         let v = self
-            .cmd("INCR", vec![self.key(queue, &format!("seq:{kind}")).into()])
+            .cmd("INCRBY", vec![key.into(), n.to_string().into()])
             .await?;
-        v.as_u64().ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "the {kind} counter of {} is not a number",
-                echo(queue)
-            ))
-        })
+        v.as_u64()
+            .and_then(|last| last.checked_sub(n))
+            .map(|before| before + 1)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "the {kind} counter of {} is not a number",
+                    echo(queue)
+                ))
+            })
     }
 
     /// Count a wake-up of the speculate stage for `batch` of `queue`, once per message id: a

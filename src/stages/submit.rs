@@ -118,19 +118,22 @@ pub async fn submit(
     requests: &[NewRequest],
 ) -> Result<Batch, SubmitError> {
     check(queue, requests)?;
-    let mut records = Vec::with_capacity(requests.len());
-    for r in requests {
-        let n = store.next_number(queue, "request").await?;
-        records.push(Request {
+    let count = u64::try_from(requests.len()).unwrap_or(u64::MAX);
+    let (first, n) = tokio::try_join!(
+        store.next_numbers(queue, "request", count),
+        store.next_numbers(queue, "batch", 1)
+    )?;
+    let mut records: Vec<Request> = (first..)
+        .zip(requests)
+        .map(|(n, r)| Request {
             id: format!("{queue}/{n}"),
             queue: queue.to_owned(),
             uris: r.uris.clone(),
             strategy: r.strategy as i32,
             state: RequestState::Queued as i32,
             ..Request::default()
-        });
-    }
-    let n = store.next_number(queue, "batch").await?;
+        })
+        .collect();
     let mut batch = Batch {
         id: format!("{queue}/batch/{n}"),
         queue: queue.to_owned(),
