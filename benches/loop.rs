@@ -1151,8 +1151,9 @@ fn main() {
         logs: dir.clone(),
         main_tid: thread_id(),
     };
-    // The same runtime `keyway run` builds.
+    // The same runtime `keyway run` builds by default: one worker thread.
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();

@@ -97,6 +97,17 @@ enum Command {
         /// a free port, which is logged).
         #[arg(long, env = "KEYWAY_METRICS_ADDR", value_name = "ADDR")]
         metrics_addr: Option<SocketAddr>,
+        /// Worker threads of this process, 1 to 256. The roles mostly wait on Redis: one
+        /// thread spends the least CPU per batch and keeps up with a Redis server; more let
+        /// one process's roles use more cores.
+        #[arg(
+            long,
+            env = "KEYWAY_THREADS",
+            value_name = "N",
+            default_value_t = 1,
+            value_parser = clap::value_parser!(u16).range(1..=256)
+        )]
+        threads: u16,
     },
     /// Print the Redis ACL rules each role needs: one `ACL SETUSER` command per role, to pipe
     /// into `redis-cli`.
@@ -299,6 +310,7 @@ fn main() -> ExitCode {
             redis,
             logs,
             metrics_addr,
+            threads,
         } => {
             let mut parsed: Vec<Role> = Vec::new();
             for role in roles.iter().flat_map(|r| r.roles()) {
@@ -306,7 +318,12 @@ fn main() -> ExitCode {
                     parsed.push(*role);
                 }
             }
-            runtime().block_on(run_command(parsed, redis, logs.log_format, metrics_addr))
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(usize::from(threads))
+                .enable_all()
+                .build()
+                .expect("a tokio runtime starts");
+            runtime.block_on(run_command(parsed, redis, logs.log_format, metrics_addr))
         }
     }
 }

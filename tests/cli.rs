@@ -107,6 +107,10 @@ fn usage_errors_exit_2() {
             "[possible values: merge, mergesignal, runway,",
         ),
         (&["dlq"], "Usage: keyway dlq <COMMAND>"),
+        (
+            &["run", "merge", "--threads", "0"],
+            "invalid value '0' for '--threads <N>': 0 is not in 1..=256",
+        ),
     ] {
         let out = keyway(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
