@@ -238,6 +238,7 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
     let unknown = BatchRef {
         id: "nowhere/batch/1".into(),
         queue: "nowhere".into(),
+        ..Default::default()
     };
     backend
         .publish(

@@ -175,6 +175,7 @@ fn batch_ref(id: &str, queue: &str) -> Vec<u8> {
     json::to_vec(&BatchRef {
         id: id.into(),
         queue: queue.into(),
+        ..Default::default()
     })
     .unwrap()
 }
@@ -293,6 +294,62 @@ async fn merge_hands_a_ready_batch_to_runway_after_logging_each_member() {
             .state(),
         BatchState::Merging
     );
+}
+
+/// What a `BatchRef` may name as the batch's requests: nothing (an older producer), the
+/// record's requests, fewer, or others. Only the record counts.
+fn named_variants() -> [Vec<String>; 4] {
+    [
+        vec![],
+        vec!["payments/1".into(), "payments/2".into()],
+        vec!["payments/2".into()],
+        vec!["payments/1".into(), "payments/9".into()],
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_and_conclude_take_the_requests_the_record_lists_whatever_the_message_names() {
+    for named in named_variants() {
+        let e = env().await;
+        seed(&e.store, BatchState::Merging).await;
+        let payload = json::to_vec(&BatchRef {
+            id: "payments/batch/1".into(),
+            queue: "payments".into(),
+            contains: named.clone(),
+        })
+        .unwrap();
+        merge(&e, payload.clone()).await.unwrap();
+        let sent = e.backend.peek("runway-merge", 10).await.unwrap();
+        let request: MergeRequest = json::from_slice(&sent[0].payload).unwrap();
+        let steps: Vec<&str> = request.steps.iter().map(|s| s.step_id.as_str()).collect();
+        assert_eq!(steps, ["payments/1", "payments/2"], "named {named:?}");
+
+        let mut batch = the_batch(&e).await;
+        batch.set_state(BatchState::Succeeded);
+        let revisions = [("payments/1", vec!["r1".to_owned()])];
+        e.store
+            .update_batch_with_revisions(&mut batch, &revisions)
+            .await
+            .unwrap();
+        let stage = ConcludeStage {
+            store: e.store.clone(),
+            outbox: e.outbox.clone(),
+        };
+        let d = delivery(&e, "conclude", payload, Metadata::new());
+        TopicHandler::<keyway::orchestrator::topics::Conclude>::handle(
+            &stage,
+            json::from_slice(&d.payload).unwrap(),
+            &d,
+        )
+        .await
+        .unwrap();
+        for (id, landed_as) in [("payments/1", &["r1"][..]), ("payments/2", &[])] {
+            let r = e.store.request(id).await.unwrap().unwrap();
+            assert_eq!(r.state(), RequestState::Landed, "{id}, named {named:?}");
+            assert_eq!(r.revisions, landed_as, "{id}, named {named:?}");
+        }
+        assert!(e.store.request("payments/9").await.unwrap().is_none());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -863,6 +920,7 @@ async fn the_speculate_wake_up_is_not_swallowed_by_an_earlier_announcement() {
             &BatchRef {
                 id: "payments/batch/1".into(),
                 queue: "payments".into(),
+                ..Default::default()
             },
             MessageId::new("payments/batch/1").unwrap(),
             "payments",
@@ -1322,6 +1380,7 @@ async fn a_huge_batch_id_or_queue_makes_no_huge_dead_letter() {
                 &BatchRef {
                     id: id.into(),
                     queue: queue.into(),
+                    ..Default::default()
                 },
                 MessageId::new(format!("huge-{n}")).unwrap(),
                 "payments",
@@ -1456,6 +1515,7 @@ async fn the_backend_cuts_a_huge_reason_on_a_char_boundary_as_the_stages_do() {
             &BatchRef {
                 id: "payments/batch/1".into(),
                 queue: "payments".into(),
+                ..Default::default()
             },
             MessageId::new("loud").unwrap(),
             "payments",
@@ -1671,6 +1731,7 @@ async fn dead_letters_of_conclude_and_speculate_are_parked_and_trimmed() {
             &BatchRef {
                 id: "payments/batch/404".into(),
                 queue: "payments".into(),
+                ..Default::default()
             },
             MessageId::new("payments/batch/404/conclude/merged").unwrap(),
             "payments",
@@ -1711,6 +1772,7 @@ async fn dead_letters_of_conclude_and_speculate_are_parked_and_trimmed() {
             &BatchRef {
                 id: "payments/batch/406".into(),
                 queue: "payments".into(),
+                ..Default::default()
             },
             MessageId::new("payments/batch/406/conclude/merged").unwrap(),
             "payments",
@@ -1757,6 +1819,7 @@ async fn a_redelivered_speculate_message_is_one_wake_up() {
                 &BatchRef {
                     id: batch.into(),
                     queue: "payments".into(),
+                    ..Default::default()
                 },
                 MessageId::new(id).unwrap(),
                 "payments",

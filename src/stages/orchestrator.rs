@@ -14,7 +14,7 @@ use keyway_runtime::redis::RedisBackend;
 use keyway_runtime::stub::{Handled, HandlerError, Producer, TopicHandler};
 use keyway_runtime::transport::{Delivery, MessageId, Metadata};
 
-use super::store::{bounded, echo, is_halted, is_terminal, reason, Store};
+use super::store::{bounded, echo, is_halted, is_terminal, reason, Member, Store};
 use crate::base::change::Change;
 use crate::base::mergestrategy::Strategy;
 use crate::orchestrator::topics as otopics;
@@ -91,6 +91,7 @@ impl Outbox {
         let r = BatchRef {
             id: batch.id.clone(),
             queue: batch.queue.clone(),
+            contains: batch.contains.clone(),
         };
         let mut metadata = Metadata::new();
         if !failure_reason.is_empty() {
@@ -160,7 +161,11 @@ impl MergeStage {
     async fn merge(&self, r: BatchRef, d: &Delivery) -> Result<Handled, HandlerError> {
         // A batch is created in a registered queue, so the queue is looked up only to say
         // why a batch is missing or named with another queue.
-        let Some(batch) = self.store.batch(&r.id).await? else {
+        let read = self
+            .store
+            .batch_with_requests(&r.id, &r.contains, false)
+            .await?;
+        let Some((batch, requests)) = read else {
             self.known_queue(&r.queue).await?;
             return Err(HandlerError::permanent(format!(
                 "batch {:?} does not exist",
@@ -179,9 +184,8 @@ impl MergeStage {
         if is_halted(batch.state()) {
             return Ok(Handled::Ack);
         }
-        let requests = self.store.requests(&batch.contains).await?;
         let mut steps = Vec::with_capacity(requests.len());
-        for (id, request) in batch.contains.iter().zip(requests) {
+        for (id, (request, _)) in batch.contains.iter().zip(requests) {
             let Some(request) = request else {
                 return Err(HandlerError::permanent(format!(
                     "request {:?} of batch {:?} does not exist",
@@ -322,6 +326,20 @@ pub async fn settle_requests(
             .map(|r| (r, Vec::new()))
             .collect()
     };
+    settle_read(store, outbox, d, ids, read, state, error).await
+}
+
+/// [`settle_requests`] with the requests `ids` read already (with their revisions, for
+/// `Landed`).
+async fn settle_read(
+    store: &Store,
+    outbox: &Outbox,
+    d: &Delivery,
+    ids: &[String],
+    read: Vec<Member>,
+    state: RequestState,
+    error: &str,
+) -> Result<(), HandlerError> {
     let event = match state {
         RequestState::Landed => "landed",
         RequestState::Cancelled => "cancelled",
@@ -377,7 +395,12 @@ impl TopicHandler<otopics::Conclude> for ConcludeStage {
 
 impl ConcludeStage {
     async fn conclude(&self, r: BatchRef, d: &Delivery) -> Result<Handled, HandlerError> {
-        let Some(batch) = self.store.batch(&r.id).await? else {
+        // The revisions are read whatever the outcome: the batch's state is not known yet.
+        let read = self
+            .store
+            .batch_with_requests(&r.id, &r.contains, true)
+            .await?;
+        let Some((batch, requests)) = read else {
             return Err(HandlerError::permanent(format!(
                 "batch {:?} does not exist",
                 echo(&r.id)
@@ -401,7 +424,16 @@ impl ConcludeStage {
                 )))
             }
         };
-        settle_requests(&self.store, &self.outbox, d, &batch.contains, state, &error).await?;
+        settle_read(
+            &self.store,
+            &self.outbox,
+            d,
+            &batch.contains,
+            requests,
+            state,
+            &error,
+        )
+        .await?;
         Ok(Handled::Ack)
     }
 }

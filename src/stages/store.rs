@@ -417,35 +417,54 @@ impl Store {
 
     /// The requests `ids`, in order (`None` for one that does not exist): one script per queue.
     pub async fn requests(&self, ids: &[String]) -> Result<Vec<Option<Request>>, StoreError> {
-        let reads: Vec<Read<'_>> = ids
-            .iter()
-            .map(|id| Read::record(queue_of(id), self.request_key(id)))
-            .collect();
-        let values = self.read_all(&reads).await?;
-        reads
-            .iter()
-            .zip(&values)
-            .map(|(r, v)| decode(&r.key, v))
-            .collect()
+        let members = self.members(ids, false).await?;
+        Ok(members.into_iter().map(|(r, _)| r).collect())
     }
 
     /// The requests `ids`, each with the revisions recorded for it, in order: one script per
     /// queue.
-    pub async fn requests_with_revisions(
+    pub async fn requests_with_revisions(&self, ids: &[String]) -> Result<Vec<Member>, StoreError> {
+        self.members(ids, true).await
+    }
+
+    /// The batch `id` with its requests (and their revisions, when `revisions`), in one script
+    /// when `named` (the requests a message named) are the ones its record lists; otherwise
+    /// the record's requests are read after it.
+    pub async fn batch_with_requests(
         &self,
-        ids: &[String],
-    ) -> Result<Vec<(Option<Request>, Vec<String>)>, StoreError> {
-        let mut reads = Vec::with_capacity(2 * ids.len());
+        id: &str,
+        named: &[String],
+        revisions: bool,
+    ) -> Result<Option<(Batch, Vec<Member>)>, StoreError> {
+        let mut reads = vec![Read::record(queue_of(id), self.batch_key(id))];
+        reads.extend(self.member_reads(named, revisions));
+        let values = self.read_all(&reads).await?;
+        let Some(batch) = decode::<Batch>(&reads[0].key, &values[0])? else {
+            return Ok(None);
+        };
+        let members = if batch.contains == named {
+            members(&reads[1..], &values[1..], revisions)?
+        } else {
+            self.members(&batch.contains, revisions).await?
+        };
+        Ok(Some((batch, members)))
+    }
+
+    fn member_reads<'a>(&self, ids: &'a [String], revisions: bool) -> Vec<Read<'a>> {
+        let mut reads = Vec::with_capacity(ids.len() * if revisions { 2 } else { 1 });
         for id in ids {
             reads.push(Read::record(queue_of(id), self.request_key(id)));
-            reads.push(Read::list(queue_of(id), self.revisions_key(id)));
+            if revisions {
+                reads.push(Read::list(queue_of(id), self.revisions_key(id)));
+            }
         }
-        let values = self.read_all(&reads).await?;
         reads
-            .chunks(2)
-            .zip(values.chunks(2))
-            .map(|(r, v)| Ok((decode(&r[0].key, &v[0])?, strings(&v[1]))))
-            .collect()
+    }
+
+    async fn members(&self, ids: &[String], revisions: bool) -> Result<Vec<Member>, StoreError> {
+        let reads = self.member_reads(ids, revisions);
+        let values = self.read_all(&reads).await?;
+        members(&reads, &values, revisions)
     }
 
     /// Write `batch` if its stored version is still `batch.version`, bumping the version, and
@@ -767,6 +786,31 @@ fn by_queue<'a>(queues: impl Iterator<Item = &'a str>) -> Vec<Vec<usize>> {
         }
     }
     groups.into_iter().map(|(_, at)| at).collect()
+}
+
+/// A batch's request as read (`None` when it does not exist), with its revisions when they were
+/// read (else none).
+pub type Member = (Option<Request>, Vec<String>);
+
+/// The requests `reads` (each followed by its revisions list when `revisions`) read as `values`.
+fn members(
+    reads: &[Read<'_>],
+    values: &[Value],
+    revisions: bool,
+) -> Result<Vec<Member>, StoreError> {
+    let step = if revisions { 2 } else { 1 };
+    reads
+        .chunks(step)
+        .zip(values.chunks(step))
+        .map(|(r, v)| {
+            let listed = if revisions {
+                strings(&v[1])
+            } else {
+                Vec::new()
+            };
+            Ok((decode(&r[0].key, &v[0])?, listed))
+        })
+        .collect()
 }
 
 /// The record stored under `key`, from its `d` (`None` when there is none).

@@ -153,6 +153,7 @@ pub async fn hand_over(backend: &RedisBackend, batch: &Batch) -> Result<(), Subm
     let r = BatchRef {
         id: batch.id.clone(),
         queue: batch.queue.clone(),
+        contains: batch.contains.clone(),
     };
     let id = MessageId::intent(&batch.id, &["merge"])
         .map_err(|e| SubmitError::Invalid(format!("batch id {}: {e}", batch.id)))?;

@@ -66,7 +66,7 @@ async def test_submit_records_the_batch_and_hands_it_over(client: Client, redis:
 
     [stored] = await client.peek("submitqueue-merge")
     assert (stored.id, stored.partition_key) == ("payments/batch/1/merge", "payments")
-    assert stored.payload == b'{"id":"payments/batch/1","queue":"payments"}'
+    assert stored.payload == b'{"id":"payments/batch/1","queue":"payments","contains":["payments/1","payments/2"]}'
     assert await merge.hand_over(client, batch) is Receipt.DUPLICATE, "a repeated hand-over is dropped"
 
     status = await merge.status(client, batch.id)

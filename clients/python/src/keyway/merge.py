@@ -256,7 +256,8 @@ async def hand_over(client: Client, batch: Batch) -> Receipt:
     ``<batch>/merge``): repeating it is harmless."""
     try:
         return await client.producer(otopics.SUBMITQUEUE_MERGE).publish(
-            BatchRef(id=batch.id, queue=batch.queue), id=f"{batch.id}/merge", partition_key=batch.queue
+            BatchRef(id=batch.id, queue=batch.queue, contains=batch.contains),
+            id=f"{batch.id}/merge", partition_key=batch.queue
         )
     except Exception as e:
         raise HandOverError(batch, e) from e

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from keyway.base import messagequeue_pb2 as keyway_dot_base_dot_messagequeue__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%keyway/orchestrator/v1/messages.proto\x12\x16keyway.orchestrator.v1\x1a\x1ekeyway/base/messagequeue.proto\"`\n\x08\x42\x61tchRef\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n\x05queue\x18\x02 \x01(\tR\x05queue:.\x8a\xb5\x18\x11submitqueue-merge\x8a\xb5\x18\x08\x63onclude\x8a\xb5\x18\tspeculate\"{\n\x08LogEvent\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x14\n\x05\x65vent\x18\x02 \x01(\tR\x05\x65vent\x12\x19\n\x08\x62\x61tch_id\x18\x03 \x01(\tR\x07\x62\x61tchId\x12\x16\n\x06\x64\x65tail\x18\x04 \x01(\tR\x06\x64\x65tail:\x07\x8a\xb5\x18\x03log\"\x82\x02\n\x06Parked\x12\x14\n\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1d\n\nmessage_id\x18\x02 \x01(\tR\tmessageId\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n\x07payload\x18\x04 \x01(\x0cR\x07payload\x12H\n\x08metadata\x18\x05 \x03(\x0b\x32,.keyway.orchestrator.v1.Parked.MetadataEntryR\x08metadata\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01:\n\x8a\xb5\x18\x06parked\"\x8f\x02\n\x07Request\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n\x05queue\x18\x02 \x01(\tR\x05queue\x12\x12\n\x04uris\x18\x03 \x03(\tR\x04uris\x12@\n\x08strategy\x18\x04 \x01(\x0e\x32$.keyway.orchestrator.v1.LandStrategyR\x08strategy\x12:\n\x05state\x18\x05 \x01(\x0e\x32$.keyway.orchestrator.v1.RequestStateR\x05state\x12\x18\n\x07version\x18\x06 \x01(\x03R\x07version\x12\x1c\n\trevisions\x18\x07 \x03(\tR\trevisions\x12\x14\n\x05\x65rror\x18\x08 \x01(\tR\x05\x65rror\"\xc4\x01\n\x05\x42\x61tch\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n\x05queue\x18\x02 \x01(\tR\x05queue\x12\x1a\n\x08\x63ontains\x18\x03 \x03(\tR\x08\x63ontains\x12\x38\n\x05state\x18\x04 \x01(\x0e\x32\".keyway.orchestrator.v1.BatchStateR\x05state\x12\x18\n\x07version\x18\x05 \x01(\x03R\x07version\x12%\n\x0e\x66\x61ilure_reason\x18\x06 \x01(\tR\rfailureReason*\x97\x01\n\x0cRequestState\x12\x1d\n\x19REQUEST_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14REQUEST_STATE_QUEUED\x10\x01\x12\x18\n\x14REQUEST_STATE_LANDED\x10\x02\x12\x17\n\x13REQUEST_STATE_ERROR\x10\x03\x12\x1b\n\x17REQUEST_STATE_CANCELLED\x10\x04*\x96\x01\n\x0cLandStrategy\x12\x17\n\x13LAND_STRATEGY_UNSET\x10\x00\x12\x18\n\x14LAND_STRATEGY_REBASE\x10\x01\x12\x1f\n\x1bLAND_STRATEGY_SQUASH_REBASE\x10\x02\x12\x17\n\x13LAND_STRATEGY_MERGE\x10\x03\x12\x19\n\x15LAND_STRATEGY_PROMOTE\x10\x04*\xfc\x01\n\nBatchState\x12\x1b\n\x17\x42\x41TCH_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42\x41TCH_STATE_CREATING\x10\x01\x12\x17\n\x13\x42\x41TCH_STATE_CREATED\x10\x02\x12\x1b\n\x17\x42\x41TCH_STATE_SPECULATING\x10\x03\x12\x17\n\x13\x42\x41TCH_STATE_MERGING\x10\x04\x12\x19\n\x15\x42\x41TCH_STATE_SUCCEEDED\x10\x05\x12\x16\n\x12\x42\x41TCH_STATE_FAILED\x10\x06\x12\x1a\n\x16\x42\x41TCH_STATE_CANCELLING\x10\x07\x12\x19\n\x15\x42\x41TCH_STATE_CANCELLED\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%keyway/orchestrator/v1/messages.proto\x12\x16keyway.orchestrator.v1\x1a\x1ekeyway/base/messagequeue.proto\"|\n\x08\x42\x61tchRef\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n\x05queue\x18\x02 \x01(\tR\x05queue\x12\x1a\n\x08\x63ontains\x18\x03 \x03(\tR\x08\x63ontains:.\x8a\xb5\x18\x11submitqueue-merge\x8a\xb5\x18\x08\x63onclude\x8a\xb5\x18\tspeculate\"{\n\x08LogEvent\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x14\n\x05\x65vent\x18\x02 \x01(\tR\x05\x65vent\x12\x19\n\x08\x62\x61tch_id\x18\x03 \x01(\tR\x07\x62\x61tchId\x12\x16\n\x06\x64\x65tail\x18\x04 \x01(\tR\x06\x64\x65tail:\x07\x8a\xb5\x18\x03log\"\x82\x02\n\x06Parked\x12\x14\n\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1d\n\nmessage_id\x18\x02 \x01(\tR\tmessageId\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n\x07payload\x18\x04 \x01(\x0cR\x07payload\x12H\n\x08metadata\x18\x05 \x03(\x0b\x32,.keyway.orchestrator.v1.Parked.MetadataEntryR\x08metadata\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01:\n\x8a\xb5\x18\x06parked\"\x8f\x02\n\x07Request\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n\x05queue\x18\x02 \x01(\tR\x05queue\x12\x12\n\x04uris\x18\x03 \x03(\tR\x04uris\x12@\n\x08strategy\x18\x04 \x01(\x0e\x32$.keyway.orchestrator.v1.LandStrategyR\x08strategy\x12:\n\x05state\x18\x05 \x01(\x0e\x32$.keyway.orchestrator.v1.RequestStateR\x05state\x12\x18\n\x07version\x18\x06 \x01(\x03R\x07version\x12\x1c\n\trevisions\x18\x07 \x03(\tR\trevisions\x12\x14\n\x05\x65rror\x18\x08 \x01(\tR\x05\x65rror\"\xc4\x01\n\x05\x42\x61tch\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n\x05queue\x18\x02 \x01(\tR\x05queue\x12\x1a\n\x08\x63ontains\x18\x03 \x03(\tR\x08\x63ontains\x12\x38\n\x05state\x18\x04 \x01(\x0e\x32\".keyway.orchestrator.v1.BatchStateR\x05state\x12\x18\n\x07version\x18\x05 \x01(\x03R\x07version\x12%\n\x0e\x66\x61ilure_reason\x18\x06 \x01(\tR\rfailureReason*\x97\x01\n\x0cRequestState\x12\x1d\n\x19REQUEST_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14REQUEST_STATE_QUEUED\x10\x01\x12\x18\n\x14REQUEST_STATE_LANDED\x10\x02\x12\x17\n\x13REQUEST_STATE_ERROR\x10\x03\x12\x1b\n\x17REQUEST_STATE_CANCELLED\x10\x04*\x96\x01\n\x0cLandStrategy\x12\x17\n\x13LAND_STRATEGY_UNSET\x10\x00\x12\x18\n\x14LAND_STRATEGY_REBASE\x10\x01\x12\x1f\n\x1bLAND_STRATEGY_SQUASH_REBASE\x10\x02\x12\x17\n\x13LAND_STRATEGY_MERGE\x10\x03\x12\x19\n\x15LAND_STRATEGY_PROMOTE\x10\x04*\xfc\x01\n\nBatchState\x12\x1b\n\x17\x42\x41TCH_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42\x41TCH_STATE_CREATING\x10\x01\x12\x17\n\x13\x42\x41TCH_STATE_CREATED\x10\x02\x12\x1b\n\x17\x42\x41TCH_STATE_SPECULATING\x10\x03\x12\x17\n\x13\x42\x41TCH_STATE_MERGING\x10\x04\x12\x19\n\x15\x42\x41TCH_STATE_SUCCEEDED\x10\x05\x12\x16\n\x12\x42\x41TCH_STATE_FAILED\x10\x06\x12\x1a\n\x16\x42\x41TCH_STATE_CANCELLING\x10\x07\x12\x19\n\x15\x42\x41TCH_STATE_CANCELLED\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,22 +40,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PARKED_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_PARKED']._loaded_options = None
   _globals['_PARKED']._serialized_options = b'\212\265\030\006parked'
-  _globals['_REQUESTSTATE']._serialized_start=1055
-  _globals['_REQUESTSTATE']._serialized_end=1206
-  _globals['_LANDSTRATEGY']._serialized_start=1209
-  _globals['_LANDSTRATEGY']._serialized_end=1359
-  _globals['_BATCHSTATE']._serialized_start=1362
-  _globals['_BATCHSTATE']._serialized_end=1614
+  _globals['_REQUESTSTATE']._serialized_start=1083
+  _globals['_REQUESTSTATE']._serialized_end=1234
+  _globals['_LANDSTRATEGY']._serialized_start=1237
+  _globals['_LANDSTRATEGY']._serialized_end=1387
+  _globals['_BATCHSTATE']._serialized_start=1390
+  _globals['_BATCHSTATE']._serialized_end=1642
   _globals['_BATCHREF']._serialized_start=97
-  _globals['_BATCHREF']._serialized_end=193
-  _globals['_LOGEVENT']._serialized_start=195
-  _globals['_LOGEVENT']._serialized_end=318
-  _globals['_PARKED']._serialized_start=321
-  _globals['_PARKED']._serialized_end=579
-  _globals['_PARKED_METADATAENTRY']._serialized_start=508
-  _globals['_PARKED_METADATAENTRY']._serialized_end=567
-  _globals['_REQUEST']._serialized_start=582
-  _globals['_REQUEST']._serialized_end=853
-  _globals['_BATCH']._serialized_start=856
-  _globals['_BATCH']._serialized_end=1052
+  _globals['_BATCHREF']._serialized_end=221
+  _globals['_LOGEVENT']._serialized_start=223
+  _globals['_LOGEVENT']._serialized_end=346
+  _globals['_PARKED']._serialized_start=349
+  _globals['_PARKED']._serialized_end=607
+  _globals['_PARKED_METADATAENTRY']._serialized_start=536
+  _globals['_PARKED_METADATAENTRY']._serialized_end=595
+  _globals['_REQUEST']._serialized_start=610
+  _globals['_REQUEST']._serialized_end=881
+  _globals['_BATCH']._serialized_start=884
+  _globals['_BATCH']._serialized_end=1080
 # @@protoc_insertion_point(module_scope)

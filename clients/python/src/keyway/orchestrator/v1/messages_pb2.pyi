@@ -56,12 +56,14 @@ BATCH_STATE_CANCELLING: BatchState
 BATCH_STATE_CANCELLED: BatchState
 
 class BatchRef(_message.Message):
-    __slots__ = ("id", "queue")
+    __slots__ = ("id", "queue", "contains")
     ID_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
+    CONTAINS_FIELD_NUMBER: _ClassVar[int]
     id: str
     queue: str
-    def __init__(self, id: _Optional[str] = ..., queue: _Optional[str] = ...) -> None: ...
+    contains: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., queue: _Optional[str] = ..., contains: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LogEvent(_message.Message):
     __slots__ = ("request_id", "event", "batch_id", "detail")
