@@ -210,6 +210,24 @@ async fn merge(e: &Env, payload: Vec<u8>) -> Result<Handled, HandlerError> {
     .await
 }
 
+async fn conclude_with(
+    e: &Env,
+    payload: Vec<u8>,
+    metadata: Metadata,
+) -> Result<Handled, HandlerError> {
+    let stage = ConcludeStage {
+        store: e.store.clone(),
+        outbox: e.outbox.clone(),
+    };
+    let r: BatchRef = json::from_slice(&payload).unwrap();
+    TopicHandler::<keyway::orchestrator::topics::Conclude>::handle(
+        &stage,
+        r,
+        &delivery(e, "conclude", payload, metadata),
+    )
+    .await
+}
+
 async fn signal(e: &Env, r: MergeResult) -> Result<Handled, HandlerError> {
     let stage = MergeSignalStage {
         store: e.store.clone(),
@@ -331,18 +349,7 @@ async fn merge_and_conclude_take_the_requests_the_record_lists_whatever_the_mess
             .update_batch_with_revisions(&mut batch, &revisions)
             .await
             .unwrap();
-        let stage = ConcludeStage {
-            store: e.store.clone(),
-            outbox: e.outbox.clone(),
-        };
-        let d = delivery(&e, "conclude", payload, Metadata::new());
-        TopicHandler::<keyway::orchestrator::topics::Conclude>::handle(
-            &stage,
-            json::from_slice(&d.payload).unwrap(),
-            &d,
-        )
-        .await
-        .unwrap();
+        conclude_with(&e, payload, Metadata::new()).await.unwrap();
         for (id, landed_as) in [("payments/1", &["r1"][..]), ("payments/2", &[])] {
             let r = e.store.request(id).await.unwrap().unwrap();
             assert_eq!(r.state(), RequestState::Landed, "{id}, named {named:?}");
@@ -575,20 +582,10 @@ async fn a_failed_merge_carries_its_reason_to_conclude() {
         "conflict in README.md"
     );
     // Conclude turns it into the requests' error.
-    let stage = ConcludeStage {
-        store: e.store.clone(),
-        outbox: e.outbox.clone(),
-    };
-    let d = delivery(
+    conclude_with(
         &e,
-        "conclude",
         conclude[0].payload.clone(),
         conclude[0].metadata.clone(),
-    );
-    TopicHandler::<keyway::orchestrator::topics::Conclude>::handle(
-        &stage,
-        json::from_slice(&d.payload).unwrap(),
-        &d,
     )
     .await
     .unwrap();
@@ -1417,20 +1414,10 @@ async fn reasons_the_stages_write_are_bounded() {
     assert!(batch.failure_reason.starts_with("éé"));
     let conclude = e.backend.peek("conclude", 10).await.unwrap();
     assert!(is_bounded(&conclude[0].metadata["failure_reason"]));
-    let stage = ConcludeStage {
-        store: e.store.clone(),
-        outbox: e.outbox.clone(),
-    };
-    let d = delivery(
+    conclude_with(
         &e,
-        "conclude",
         conclude[0].payload.clone(),
         conclude[0].metadata.clone(),
-    );
-    TopicHandler::<keyway::orchestrator::topics::Conclude>::handle(
-        &stage,
-        json::from_slice(&d.payload).unwrap(),
-        &d,
     )
     .await
     .unwrap();
