@@ -395,7 +395,7 @@ impl Counts {
                 continue;
             }
             let name = match name.as_str() {
-                "evalsha" | "eval" => format!("{name} {}", script_kind(&seen.args)),
+                "evalsha" | "evalsha_ro" | "eval" => format!("{name} {}", script_kind(&seen.args)),
                 _ => name,
             };
             *counts.requests.entry(name).or_default() += 1;

@@ -140,12 +140,24 @@ impl Record {
     fn commands(self, perm: Perm) -> Vec<&'static str> {
         let mut out = Vec::new();
         let (read, write): (&[&'static str], &[&'static str]) = match self {
-            Record::Any => (&["hget", "sismember", "smembers", "lrange"], &[]),
+            // Records and lists are also read by a script without writes (`EVALSHA_RO`).
+            Record::Any => (
+                &[
+                    "hget",
+                    "sismember",
+                    "smembers",
+                    "lrange",
+                    "evalsha_ro",
+                    "script|load",
+                ],
+                &[],
+            ),
             Record::Queues => (&["sismember", "smembers"], &["sadd"]),
             // The check-and-set script reads the version and state (`HMGET`) and the record.
-            Record::Batch | Record::Request => {
-                (&["hget", "hmget"], &["hset", "evalsha", "script|load"])
-            }
+            Record::Batch | Record::Request => (
+                &["hget", "hmget", "evalsha_ro", "script|load"],
+                &["hset", "evalsha", "script|load"],
+            ),
             // The same script moves the id between the sets (a script's keys are read and
             // written); a repair pipelines `SREM` and `SADD`; `WAIT` follows when
             // `redis.wait_replicas` asks for it.
@@ -154,12 +166,13 @@ impl Record {
             }
             // Replaced by a script (`DEL`, `RPUSH`), then `WAIT` when asked for.
             Record::Revisions => (
-                &["lrange"],
+                &["lrange", "evalsha_ro", "script|load"],
                 &["del", "rpush", "evalsha", "script|load", "wait"],
             ),
             Record::Speculations => (&["lrange"], &["evalsha", "script|load", "rpush"]),
             Record::SpeculationMarkers => (&[], &["evalsha", "script|load", "set"]),
-            Record::Sequences => (&["incr"], &["incr"]),
+            // `INCR` for one number, `INCRBY` for a batch's requests at once.
+            Record::Sequences => (&["incr"], &["incr", "incrby"]),
         };
         if perm & R != 0 {
             out.extend_from_slice(read);

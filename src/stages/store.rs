@@ -114,8 +114,9 @@ const CAS: &str = include_str!("lua/store_cas.lua");
 /// when the message was counted before (a redelivery).
 const NOTE_SPECULATION: &str = include_str!("lua/note_speculation.lua");
 
-/// Read records and lists. KEYS: what to read (one slot). ARGV: for each key `l` for a list (its
-/// items) or `h` for a record (its `d`, nil when it does not exist). Returns one reply per key.
+/// Read records and lists (a script without writes, run with `EVALSHA_RO`). KEYS: what to read
+/// (one slot). ARGV: for each key `l` for a list (its items) or `h` for a record (its `d`, nil
+/// when it does not exist). Returns one reply per key.
 const READ: &str = include_str!("lua/store_read.lua");
 
 /// A count as a script argument.
@@ -287,12 +288,7 @@ impl Store {
                 .iter()
                 .map(|&i| Value::from(if reads[i].list { "l" } else { "h" }))
                 .collect();
-            let reply: Value = self
-                .read
-                .evalsha_with_reload(&self.client, keys, args)
-                .await
-                .map_err(transport)?;
-            let values = reply.into_array();
+            let values = self.run_read(keys, args).await?.into_array();
             if values.len() != group.len() {
                 return Err(unexpected("store_read", values.len()));
             }
@@ -301,6 +297,33 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Run the read script as `EVALSHA_RO`, so that a user allowed only to read the records
+    /// may run it (and a replica could), loading it first where the server does not know it.
+    async fn run_read(&self, keys: Vec<String>, args: Vec<Value>) -> Result<Value, StoreError> {
+        let mut call = vec![
+            Value::from(self.read.sha1().clone()),
+            Value::from(count(keys.len())),
+        ];
+        call.extend(keys.into_iter().map(Value::from));
+        call.extend(args);
+        // The first key, after the hash and the key count, picks the node.
+        let command = CustomCommand::new_static("EVALSHA_RO", ClusterHash::Offset(2), false);
+        match self
+            .client
+            .custom::<Value, Value>(command.clone(), call.clone())
+            .await
+        {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                self.read.load(&self.client).await.map_err(transport)?;
+                self.client
+                    .custom::<Value, Value>(command, call)
+                    .await
+                    .map_err(transport)
+            }
+            result => result.map_err(transport),
+        }
     }
 
     /// Bump `record`'s version in what is written, and say where it belongs; the record itself
@@ -524,7 +547,7 @@ impl Store {
             "batch",
             &batch.id,
             batch.state().as_str_name(),
-            &batch_states(),
+            &Batch::states(),
         )
         .await
     }
@@ -536,7 +559,7 @@ impl Store {
             "request",
             &request.id,
             request.state().as_str_name(),
-            &request_states(),
+            &Request::states(),
         )
         .await
     }
@@ -693,43 +716,32 @@ trait Record: json::JsonMessage {
     fn states() -> Vec<&'static str>;
 }
 
-impl Record for Batch {
-    const KIND: &'static str = "batch";
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn queue(&self) -> &str {
-        &self.queue
-    }
-    fn version_mut(&mut self) -> &mut i64 {
-        &mut self.version
-    }
-    fn state_name(&self) -> &'static str {
-        self.state().as_str_name()
-    }
-    fn states() -> Vec<&'static str> {
-        batch_states()
-    }
+/// `Record` for a record type with `id`, `queue`, `version` and a `state()` enum.
+macro_rules! record {
+    ($record:ty, $kind:literal, $states:expr) => {
+        impl Record for $record {
+            const KIND: &'static str = $kind;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn queue(&self) -> &str {
+                &self.queue
+            }
+            fn version_mut(&mut self) -> &mut i64 {
+                &mut self.version
+            }
+            fn state_name(&self) -> &'static str {
+                self.state().as_str_name()
+            }
+            fn states() -> Vec<&'static str> {
+                $states.iter().map(|s| s.as_str_name()).collect()
+            }
+        }
+    };
 }
 
-impl Record for Request {
-    const KIND: &'static str = "request";
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn queue(&self) -> &str {
-        &self.queue
-    }
-    fn version_mut(&mut self) -> &mut i64 {
-        &mut self.version
-    }
-    fn state_name(&self) -> &'static str {
-        self.state().as_str_name()
-    }
-    fn states() -> Vec<&'static str> {
-        request_states()
-    }
-}
+record!(Batch, "batch", BATCH_STATES);
+record!(Request, "request", REQUEST_STATES);
 
 /// A record's write: the record as written (its version bumped), the version read, and its
 /// membership: `id` of `queue` is in `state`, one of the states of `sets` (key, state).
@@ -850,14 +862,6 @@ const BATCH_STATES: [BatchState; 9] = [
     BatchState::Cancelling,
     BatchState::Cancelled,
 ];
-
-fn batch_states() -> Vec<&'static str> {
-    BATCH_STATES.iter().map(|s| s.as_str_name()).collect()
-}
-
-fn request_states() -> Vec<&'static str> {
-    REQUEST_STATES.iter().map(|s| s.as_str_name()).collect()
-}
 
 const REQUEST_STATES: [RequestState; 5] = [
     RequestState::Unspecified,

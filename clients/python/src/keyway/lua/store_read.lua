@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 -- ARGV[i] says what KEYS[i] is: 'l' a list (all its items are read), else a record (its `d`).
 local out = {}
 for i = 1, #KEYS do
