@@ -21,7 +21,7 @@ use keyway::stages::orchestrator::{
     ConcludeStage, MergeSignalStage, MergeStage, Outbox, SpeculateStage,
 };
 use keyway::stages::reconcile::{BatchReconciler, FanOutReconciler, Parking, RunwayReconciler};
-use keyway::stages::store::{cut, Store, StoreError, MAX_REASON};
+use keyway::stages::store::{cut, Store, StoreError, MAX_NAMED, MAX_REASON};
 use keyway::topics::TopicKey;
 use keyway_runtime::json;
 use keyway_runtime::redis::{
@@ -315,14 +315,33 @@ async fn merge_hands_a_ready_batch_to_runway_after_logging_each_member() {
 }
 
 /// What a `BatchRef` may name as the batch's requests: nothing (an older producer), the
-/// record's requests, fewer, or others. Only the record counts.
-fn named_variants() -> [Vec<String>; 4] {
+/// record's requests, fewer, others, or more than a stage reads on a message's word. Only the
+/// record counts.
+fn named_variants() -> [Vec<String>; 5] {
     [
         vec![],
         vec!["payments/1".into(), "payments/2".into()],
         vec!["payments/2".into()],
         vec!["payments/1".into(), "payments/9".into()],
+        (0..=MAX_NAMED).map(|n| format!("payments/{n}")).collect(),
     ]
+}
+
+/// `HGET`s the server has run, in scripts or not.
+async fn hget_calls(e: &Env) -> usize {
+    let info: String = e
+        .backend
+        .client()
+        .custom(
+            CustomCommand::new_static("INFO", ClusterHash::FirstKey, false),
+            vec!["commandstats"],
+        )
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_hget:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,7 +355,24 @@ async fn merge_and_conclude_take_the_requests_the_record_lists_whatever_the_mess
             contains: named.clone(),
         })
         .unwrap();
+        let before = hget_calls(&e).await;
         merge(&e, payload.clone()).await.unwrap();
+        // The batch, the names it took on the message's word, and the record's two requests.
+        let on_its_word = if named.len() <= MAX_NAMED {
+            named.len()
+        } else {
+            0
+        };
+        let read = hget_calls(&e).await - before;
+        if crate::ON_CLUSTER {
+            eprintln!("reads not counted on the cluster: its commandstats hold other tests' too");
+        } else {
+            assert!(
+                read <= 1 + on_its_word + 2,
+                "{read} reads for {} names",
+                named.len()
+            );
+        }
         let sent = e.backend.peek("runway-merge", 10).await.unwrap();
         let request: MergeRequest = json::from_slice(&sent[0].payload).unwrap();
         let steps: Vec<&str> = request.steps.iter().map(|s| s.step_id.as_str()).collect();

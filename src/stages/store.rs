@@ -43,6 +43,10 @@ use crate::orchestrator::{Batch, BatchState, Request, RequestState};
 /// as the dead letter's `dlq.last_error`).
 pub const MAX_REASON: usize = 1024;
 
+/// The most requests a message may name for [`Store::batch_with_requests`] to read with the
+/// batch.
+pub const MAX_NAMED: usize = 1000;
+
 /// The most bytes of an identifier (a batch id, a queue name) quoted inside a reason.
 pub const MAX_ECHO: usize = 256;
 
@@ -452,13 +456,15 @@ impl Store {
 
     /// The batch `id` with its requests (and their revisions, when `revisions`), in one script
     /// when `named` (the requests a message named) are the ones its record lists; otherwise
-    /// the record's requests are read after it.
+    /// the record's requests are read after it. More than [`MAX_NAMED`] names are not read
+    /// with the batch: a message cannot make a stage read more than that on its word.
     pub async fn batch_with_requests(
         &self,
         id: &str,
         named: &[String],
         revisions: bool,
     ) -> Result<Option<(Batch, Vec<Member>)>, StoreError> {
+        let named = if named.len() <= MAX_NAMED { named } else { &[] };
         let mut reads = vec![Read::record(queue_of(id), self.batch_key(id))];
         reads.extend(self.member_reads(named, revisions));
         let values = self.read_all(&reads).await?;
