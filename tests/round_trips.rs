@@ -49,18 +49,18 @@ const BATCHES: usize = 10;
 
 /// Upper bounds per batch of two requests: the measured value plus a margin for the consume
 /// loops' timers, which tick during the window (an idle claim of a subscription is one request
-/// and four commands, a blocking read one).
+/// and three commands, a blocking read one).
 ///
-/// Measured: the loop 21 requests and 124 commands (a record and its membership move in one
+/// Measured: the loop 21 requests and 119 commands (a record and its membership move in one
 /// script; a batch read with its requests in one script, its requests written in one, a batch
 /// with its revisions in one; a claim scans for expired entries only when one may have expired; what a
 /// handler publishes goes out in its settle script), submitting 5 requests and 17 commands.
 const MAX_LOOP_REQUESTS: f64 = 24.0;
-const MAX_LOOP_COMMANDS: f64 = 136.0;
+const MAX_LOOP_COMMANDS: f64 = 130.0;
 const MAX_SUBMIT_REQUESTS: f64 = 6.0;
 const MAX_SUBMIT_COMMANDS: f64 = 19.0;
-/// Upper bound on an idle subscription's commands per second (measured 3.5: each second a
-/// blocking read that times out, every five seconds a claim of four commands and a recovery
+/// Upper bound on an idle subscription's commands per second (measured 3.4: each second a
+/// blocking read that times out, every five seconds a claim of three commands and a recovery
 /// pass, every ten the trim and tend scripts).
 const MAX_IDLE_COMMANDS_PER_SUBSCRIPTION_PER_S: f64 = 5.0;
 

@@ -94,6 +94,9 @@ pub(crate) const PUBLISH: &str = include_str!("../../lua/publish.lua");
 ///   or `-2` when unknown (the claim did not scan, `more` is `1`, the `XAUTOCLAIM` scan
 ///   stopped before the PEL's end, or the PEL has 100 entries or more). An entry's expiry only moves later (a reclaim or an
 ///   extension resets its idle time), so this is a lower bound a loop may sleep until.
+/// - `now_ms` is the server's time, read only when `due` holds something or the claim
+///   promoted an entry; otherwise it is `-1`, and so is `next_due_ms`, the one figure it is
+///   read with.
 const CLAIM_BODY: &str = include_str!("../../lua/claim.lua");
 
 /// Re-deliver this consumer's own pending entries that are not in flight in this process

@@ -6,7 +6,13 @@ local out = {}
 local more = 0
 local scanned = false
 local promoted = false
-local now = now_ms()
+-- The server's clock, read only when something is in `due` or this claim promotes an entry:
+-- nothing else needs it.
+local now = nil
+local function clock()
+  if not now then now = now_ms() end
+  return now
+end
 -- A redelivery: its epoch is the PEL's delivery count, its attempt one more than counted.
 local function deliver(id, fields)
   local failures = tonumber(redis.call('HGET', KEYS[6], id) or '0')
@@ -18,6 +24,7 @@ end
 -- The first count + 1 entries by due time: those due now (at most count), and after them the
 -- first one not due yet, whose time the loop may sleep until.
 local first = redis.call('ZRANGE', KEYS[4], 0, count, 'WITHSCORES')
+if first[1] then clock() end
 local due = {}
 local next_due = nil
 for i = 1, #first, 2 do
@@ -95,7 +102,7 @@ if #out >= count then more = 1 end
 -- An entry this claim promoted (after a dead letter or a tombstone) is due now.
 if promoted then
   more = 1
-  next_due = tostring(now)
+  next_due = tostring(clock())
 end
 
 local expires = -2
@@ -109,4 +116,4 @@ if more == 0 and scanned then
     end
   end
 end
-return {out, next_due or '-1', tostring(now), more, expires}
+return {out, next_due or '-1', tostring(now or -1), more, expires}
