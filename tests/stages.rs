@@ -825,7 +825,7 @@ async fn a_batchs_requests_are_read_and_written_in_one_script_all_or_none() {
         .set_revisions(&[("payments/1", vec!["r1".into(), "r2".into()])])
         .await
         .unwrap();
-    let fresh = e.store.requests_with_revisions(&ids[..2]).await.unwrap();
+    let fresh = e.store.members(&ids[..2], true).await.unwrap();
     assert_eq!(fresh[0].1, ["r1", "r2"]);
     assert!(fresh[1].1.is_empty());
     let mut requests: Vec<Request> = fresh.into_iter().filter_map(|(r, _)| r).collect();

@@ -316,16 +316,7 @@ pub async fn settle_requests(
     state: RequestState,
     error: &str,
 ) -> Result<(), HandlerError> {
-    let read = if state == RequestState::Landed {
-        store.requests_with_revisions(ids).await?
-    } else {
-        store
-            .requests(ids)
-            .await?
-            .into_iter()
-            .map(|r| (r, Vec::new()))
-            .collect()
-    };
+    let read = store.members(ids, state == RequestState::Landed).await?;
     settle_read(store, outbox, d, ids, read, state, error).await
 }
 

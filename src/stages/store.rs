@@ -338,7 +338,9 @@ impl Store {
         *record.version_mut() = read_version + 1;
         let data = json::to_vec(&*record);
         *record.version_mut() = read_version;
-        let data = data.map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+        let data = data
+            .map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?
+            .into();
         let queue = record.queue();
         Ok(Write {
             key: self.key(queue, &format!("{}:{}", R::KIND, record.id())),
@@ -379,7 +381,7 @@ impl Store {
                     Value::from(count(w.sets.len())),
                     Value::from(w.read_version.to_string()),
                     Value::from((w.read_version + 1).to_string()),
-                    Value::Bytes(w.data.clone().into()),
+                    Value::Bytes(w.data.clone()),
                     Value::from(w.state),
                     Value::from(w.id.as_str()),
                 ]);
@@ -448,12 +450,6 @@ impl Store {
         Ok(members.into_iter().map(|(r, _)| r).collect())
     }
 
-    /// The requests `ids`, each with the revisions recorded for it, in order: one script per
-    /// queue.
-    pub async fn requests_with_revisions(&self, ids: &[String]) -> Result<Vec<Member>, StoreError> {
-        self.members(ids, true).await
-    }
-
     /// The batch `id` with its requests (and their revisions, when `revisions`), in one script
     /// when `named` (the requests a message named) are the ones its record lists; otherwise
     /// the record's requests are read after it. More than [`MAX_NAMED`] names are not read
@@ -490,7 +486,13 @@ impl Store {
         reads
     }
 
-    async fn members(&self, ids: &[String], revisions: bool) -> Result<Vec<Member>, StoreError> {
+    /// The requests `ids`, in order, each with the revisions recorded for it when
+    /// `revisions`: one script per queue.
+    pub async fn members(
+        &self,
+        ids: &[String],
+        revisions: bool,
+    ) -> Result<Vec<Member>, StoreError> {
         let reads = self.member_reads(ids, revisions);
         let values = self.read_all(&reads).await?;
         members(&reads, &values, revisions)
@@ -757,7 +759,7 @@ struct Write {
     queue: String,
     id: String,
     read_version: i64,
-    data: Vec<u8>,
+    data: fred::bytes::Bytes,
     state: &'static str,
     sets: Vec<(String, &'static str)>,
 }
