@@ -171,8 +171,12 @@ impl<M: Merger> Responder<M> {
         // repository): keep the delivery ours while it runs, so no other Runway starts it too.
         let merging = self.merger.merge(&request, commit);
         tokio::pin!(merging);
-        let mut heartbeat = tokio::time::interval(LEASE_HEARTBEAT);
-        heartbeat.tick().await;
+        // The first beat one period from now: an interval's immediate first tick still waits
+        // for the timer's next millisecond, on every request.
+        let mut heartbeat = tokio::time::interval_at(
+            tokio::time::Instant::now() + LEASE_HEARTBEAT,
+            LEASE_HEARTBEAT,
+        );
         let verdict = loop {
             tokio::select! {
                 verdict = &mut merging => break verdict,
