@@ -41,9 +41,11 @@ local function cleanup(id, first)
   redis.call('HDEL', KEYS[8], id)
 end
 -- The head of `pk` is done: promote the next waiting entry of the key (due now), or free it.
--- Returns true when an entry was promoted (W1: the caller tells its loop to claim).
-local function release_if_head(pk, id)
-  if not pk or redis.call('HGET', KEYS[2], pk) ~= id then return false end
+-- `held` is true when the caller knows `id` is the head: a settle that passed the fence (I3)
+-- acts on an entry in the PEL, and by I1 only a key's head is. Returns true when an entry was
+-- promoted (W1: the caller tells its loop to claim).
+local function release_if_head(pk, id, held)
+  if not pk or (not held and redis.call('HGET', KEYS[2], pk) ~= id) then return false end
   local prefix = wait_prefix(pk)
   local nxt = redis.call('ZRANGEBYLEX', KEYS[3], '[' .. prefix, '(' .. prefix .. '\255', 'LIMIT', 0, 1)
   if #nxt > 0 then

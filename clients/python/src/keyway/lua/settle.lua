@@ -15,7 +15,7 @@ if action == 'postpone' or action == 'release' then
   return {'ok', delay}
 end
 if action == 'ack' then
-  local promoted = release_if_head(pk, id)
+  local promoted = release_if_head(pk, id, true)
   cleanup(id, ARGV[7] == '1')
   if #ARGV <= 10 then return {'ok', promoted and 0 or -1} end
   -- The messages the handler staged to go out with its ack, each published as the publish
@@ -56,6 +56,6 @@ local detail = {}
 for i = 11, #ARGV do table.insert(detail, ARGV[i]) end
 local entry = redis.call('XRANGE', KEYS[1], id, id)
 local written = dead_letter(id, entry[1] and entry[1][2] or nil, ARGV[10], failures, detail, pk, action == 'malformed')
-local promoted = release_if_head(pk, id)
+local promoted = release_if_head(pk, id, true)
 cleanup(id)
 return {written == 1 and 'dead' or 'dropped', promoted and 0 or -1}
