@@ -1,19 +1,23 @@
-//! When an idle consume loop claims: it sleeps until what it knows is due, so work another
-//! consumer hands over must wake it. Here a consumer that stops releases its delivery, and a
-//! consumer of the same group that has been idle for a while takes it over well before its own
-//! next claim (every five seconds for a visibility timeout of an hour).
+//! When a consume loop claims, and what its claims look at: it sleeps until what it knows is
+//! due, so work another consumer hands over must wake it. Here a consumer that stops releases
+//! its delivery, and a consumer of the same group that has been idle for a while takes it over
+//! well before its own next claim (every five seconds for a visibility timeout of an hour). And
+//! a claim woken by new entries leaves the retries and postponements alone, yet a postponed
+//! delivery comes back when it is due.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keyway_conformance::backend_suite::{log, patient, poll, send, wait_for, Recorder, HANG_GUARD};
+use keyway_conformance::backend_suite::{
+    log, of, patient, poll, send, wait_for, wait_until, Recorder, HANG_GUARD,
+};
 use keyway_runtime::redis::{
     Config, EmbeddedOptions, EmbeddedRedis, RedisBackend, Registry, Shutdown,
 };
 use keyway_runtime::transport::{Delivery, Outcome};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopping_consumer_wakes_an_idle_one_to_take_over_at_once() {
+/// A backend on a fresh server of its own (kept by the caller) with topic `orders`.
+async fn backend() -> (EmbeddedRedis, RedisBackend) {
     let server = EmbeddedRedis::start(EmbeddedOptions {
         append_only: false,
         ..Default::default()
@@ -27,6 +31,31 @@ async fn a_stopping_consumer_wakes_an_idle_one_to_take_over_at_once() {
     config.redis.url = server.url();
     config.redis.shutdown_deadline = Duration::from_millis(100);
     let (b, _) = RedisBackend::connect(config).await.expect("connects");
+    (server, b)
+}
+
+/// How many times the server has run `command` (`INFO commandstats`), scripts' calls included.
+async fn calls(b: &RedisBackend, command: &str) -> u64 {
+    use fred::interfaces::ClientLike;
+    use fred::types::{ClusterHash, CustomCommand};
+    let info: String = b
+        .client()
+        .custom(
+            CustomCommand::new_static("INFO", ClusterHash::FirstKey, false),
+            vec!["commandstats"],
+        )
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_consumer_wakes_an_idle_one_to_take_over_at_once() {
+    let (_server, b) = backend().await;
 
     // The first consumer takes the message and never finishes it.
     let started = Arc::new(Mutex::new(0));
@@ -72,4 +101,70 @@ async fn a_stopping_consumer_wakes_an_idle_one_to_take_over_at_once() {
     );
     stop_second.trigger();
     second.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_woken_by_new_entries_leave_due_alone_and_a_postponed_delivery_still_returns_on_time(
+) {
+    let (_server, b) = backend().await;
+    const POSTPONED: Duration = Duration::from_millis(300);
+    let seen = log();
+    // A postponement is not a failed attempt: the first delivery of `later` is told apart by
+    // the log, which has it once it is settled.
+    let log_so_far = seen.clone();
+    let handler = Recorder::new("only", &seen, move |d: &Delivery| {
+        let first = d.id == "later" && of(&log_so_far.lock().unwrap(), "later").is_empty();
+        async move {
+            if first {
+                Outcome::Postpone(POSTPONED)
+            } else {
+                Outcome::Ack
+            }
+        }
+    });
+    let (stop, shutdown) = Shutdown::new();
+    let backend = b.clone();
+    let consumer =
+        tokio::spawn(async move { backend.run(patient("orders", "g"), handler, shutdown).await });
+    send(&b, "orders", "later", "a", "x").await;
+    wait_for(&seen, 1, HANG_GUARD).await;
+
+    // New entries of other keys keep waking the loop while the postponed one waits.
+    let (looked, claimed) = (calls(&b, "zrange").await, calls(&b, "xreadgroup").await);
+    const NEW: usize = 40;
+    for i in 0..NEW {
+        send(&b, "orders", &format!("new-{i}"), &format!("k{i}"), "y").await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let got = wait_until(
+        &seen,
+        "the postponed delivery and every new one",
+        HANG_GUARD,
+        |s| s.len() > NEW + 1,
+    )
+    .await;
+    let later = of(&got, "later");
+    assert_eq!(later.len(), 2, "postponed once, then acked");
+    let (first, again) = (later[0], later[1]);
+    let waited = again.started.duration_since(first.ended);
+    // Not held until the idle poll (five seconds here), not handed out early either.
+    assert!(
+        waited >= POSTPONED - Duration::from_millis(5) && waited < Duration::from_secs(3),
+        "the delivery postponed by {POSTPONED:?} came back after {waited:?}"
+    );
+    let looked = calls(&b, "zrange").await - looked;
+    let claimed = calls(&b, "xreadgroup").await - claimed;
+    // A claim reads new entries each time; it looked at `due` only when something there was
+    // due (the postponed delivery), at the claims right after it, and not on the new entries'
+    // wake-ups.
+    assert!(
+        claimed >= 10,
+        "{claimed} claims for {NEW} entries published 25 ms apart"
+    );
+    assert!(
+        looked * 4 <= claimed,
+        "{looked} of {claimed} claims looked at due"
+    );
+    stop.trigger();
+    consumer.await.unwrap().unwrap();
 }
