@@ -349,8 +349,12 @@ fn script_kind(args: &[String]) -> String {
                 format!("settle:{action}")
             };
         }
-        let scan_flag = argv.len() == 8 && argv[7] == "0";
-        if (argv.len() == 7 || scan_flag) && argv[6].bytes().all(|b| b.is_ascii_digit()) {
+        // A claim: ARGV 7 the visibility timeout, then at most two flags (scan, look at
+        // `due`); a recovery lists entry ids from ARGV 7 on.
+        let flags = argv
+            .get(7..)
+            .is_some_and(|f| f.len() <= 2 && f.iter().all(|a| a == "0" || a == "1"));
+        if flags && argv[6].bytes().all(|b| b.is_ascii_digit()) {
             return "claim".into();
         }
         return "recover".into();
