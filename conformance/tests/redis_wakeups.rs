@@ -1,9 +1,8 @@
-//! When a consume loop claims, and what its claims look at: it sleeps until what it knows is
-//! due, so work another consumer hands over must wake it. Here a consumer that stops releases
-//! its delivery, and a consumer of the same group that has been idle for a while takes it over
-//! well before its own next claim (every five seconds for a visibility timeout of an hour). And
-//! a claim woken by new entries leaves the retries and postponements alone, yet a postponed
-//! delivery comes back when it is due.
+//! When a consume loop claims: it sleeps until what it knows is due, so work another consumer
+//! hands over must wake it. Here a consumer that stops releases its delivery, and a consumer of
+//! the same group that has been idle for a while takes it over well before its own next claim
+//! (every five seconds for a visibility timeout of an hour). And a postponed delivery comes
+//! back when it is due while new entries keep the loop claiming.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,25 +31,6 @@ async fn backend() -> (EmbeddedRedis, RedisBackend) {
     config.redis.shutdown_deadline = Duration::from_millis(100);
     let (b, _) = RedisBackend::connect(config).await.expect("connects");
     (server, b)
-}
-
-/// How many times the server has run `command` (`INFO commandstats`), scripts' calls included.
-async fn calls(b: &RedisBackend, command: &str) -> u64 {
-    use fred::interfaces::ClientLike;
-    use fred::types::{ClusterHash, CustomCommand};
-    let info: String = b
-        .client()
-        .custom(
-            CustomCommand::new_static("INFO", ClusterHash::FirstKey, false),
-            vec!["commandstats"],
-        )
-        .await
-        .unwrap();
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,8 +84,7 @@ async fn a_stopping_consumer_wakes_an_idle_one_to_take_over_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_woken_by_new_entries_leave_due_alone_and_a_postponed_delivery_still_returns_on_time(
-) {
+async fn a_postponed_delivery_returns_on_time_while_new_entries_keep_the_loop_claiming() {
     let (_server, b) = backend().await;
     const POSTPONED: Duration = Duration::from_millis(300);
     let seen = log();
@@ -130,7 +109,6 @@ async fn claims_woken_by_new_entries_leave_due_alone_and_a_postponed_delivery_st
     wait_for(&seen, 1, HANG_GUARD).await;
 
     // New entries of other keys keep waking the loop while the postponed one waits.
-    let (looked, claimed) = (calls(&b, "zrange").await, calls(&b, "xreadgroup").await);
     const NEW: usize = 40;
     for i in 0..NEW {
         send(&b, "orders", &format!("new-{i}"), &format!("k{i}"), "y").await;
@@ -151,19 +129,6 @@ async fn claims_woken_by_new_entries_leave_due_alone_and_a_postponed_delivery_st
     assert!(
         waited >= POSTPONED - Duration::from_millis(5) && waited < Duration::from_secs(3),
         "the delivery postponed by {POSTPONED:?} came back after {waited:?}"
-    );
-    let looked = calls(&b, "zrange").await - looked;
-    let claimed = calls(&b, "xreadgroup").await - claimed;
-    // A claim reads new entries each time; it looked at `due` only when something there was
-    // due (the postponed delivery), at the claims right after it, and not on the new entries'
-    // wake-ups.
-    assert!(
-        claimed >= 10,
-        "{claimed} claims for {NEW} entries published 25 ms apart"
-    );
-    assert!(
-        looked * 3 <= claimed,
-        "{looked} of {claimed} claims looked at due"
     );
     stop.trigger();
     consumer.await.unwrap().unwrap();

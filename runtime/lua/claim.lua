@@ -2,8 +2,6 @@ local count = tonumber(ARGV[6])
 local max_attempts = tonumber(ARGV[5])
 local vt = tonumber(ARGV[7])
 local scan = ARGV[8] ~= '0'
--- ARGV[9] `0`: leave `due` alone (the loop knows nothing in it is due yet).
-local look = ARGV[9] ~= '0'
 local out = {}
 local more = 0
 local scanned = false
@@ -25,7 +23,7 @@ end
 
 -- The first count + 1 entries by due time: those due now (at most count), and after them the
 -- first one not due yet, whose time the loop may sleep until.
-local first = look and redis.call('ZRANGE', KEYS[4], 0, count, 'WITHSCORES') or {}
+local first = redis.call('ZRANGE', KEYS[4], 0, count, 'WITHSCORES')
 if first[1] then clock() end
 local due = {}
 local next_due = nil
@@ -118,4 +116,4 @@ if more == 0 and scanned then
     end
   end
 end
-return {out, next_due or (look and '-1' or '-2'), tostring(now or -1), more, expires}
+return {out, next_due or '-1', tostring(now or -1), more, expires}

@@ -758,13 +758,11 @@ impl RedisBackend {
         // a connection of its own. While that read does not work, the loop polls.
         let notify = Arc::new(Notify::new());
         let listening = Arc::new(AtomicBool::new(false));
-        let woken = Arc::new(AtomicBool::new(false));
         let waker = AbortOnDrop(tokio::spawn(wake_on_new_entries(
             self.inner.connection.clone(),
             [keys.stream().to_owned(), keys.wake.clone()],
             notify.clone(),
             listening.clone(),
-            woken.clone(),
         )));
 
         // A reconnect can lose the reply to a claim that ran, leaving entries pending here
@@ -792,11 +790,6 @@ impl RedisBackend {
         // says when the first pending entry may expire, and an expiry only moves later, so the
         // claims before then skip the scan.
         let mut scan_at = Instant::now();
-        // When a claim next looks at `due`: when the first entry a look left there is due, when
-        // a settle of this loop put one there, on the group's wake-up, and at least every
-        // `idle_poll` (what a crashed or full consumer scheduled). A claim for new entries
-        // alone leaves `due` alone.
-        let mut due_at = Instant::now();
 
         // An entry of another protocol version stops the loop (see `check_version`): what is
         // in flight is finished or released as on shutdown, and the entry stays pending for a
@@ -808,7 +801,6 @@ impl RedisBackend {
                 recover_due = Instant::now();
                 claim_at = Instant::now();
                 scan_at = Instant::now();
-                due_at = Instant::now();
             }
             // This consumer's own pending entries that nobody here works on (a claim whose
             // reply was lost in a reconnect): now and then, after a reconnect, and after any
@@ -835,22 +827,19 @@ impl RedisBackend {
             let refill = free >= sub.batch_size.div_ceil(4) || tasks.is_empty();
             if refill && failed.is_none() && Instant::now() >= claim_at {
                 let scan = Instant::now() >= scan_at;
-                let heard = listening.load(Ordering::SeqCst);
-                let look =
-                    woken.swap(false, Ordering::SeqCst) || !heard || Instant::now() >= due_at;
-                match ctx.claim(free, scan, look).await {
+                match ctx.claim(free, scan).await {
                     Ok(claim) => {
                         if scan {
                             scan_at = Instant::now() + claim.scan_again(sub.visibility_timeout);
                         }
-                        let most = if heard { idle_poll } else { POLL };
-                        if look {
-                            due_at = Instant::now() + claim.look_again(most);
-                        }
+                        let most = if listening.load(Ordering::SeqCst) {
+                            idle_poll
+                        } else {
+                            POLL
+                        };
                         let until_scan = scan_at.saturating_duration_since(Instant::now());
-                        let until_due = due_at.saturating_duration_since(Instant::now());
                         let wait = claim
-                            .wait(until_scan.min(until_due))
+                            .wait(until_scan)
                             .map_or(Duration::ZERO, |w| w.min(most));
                         claim_at = Instant::now() + wait;
                         for d in claim.deliveries {
@@ -869,7 +858,6 @@ impl RedisBackend {
                 recover_due = Instant::now() + error_backoff;
                 claim_at = recover_due;
                 scan_at = recover_due;
-                due_at = recover_due;
                 error_backoff = (error_backoff * 2).min(Duration::from_secs(2));
             } else {
                 error_backoff = Duration::from_millis(50);
@@ -898,7 +886,6 @@ impl RedisBackend {
                     }
                     if let Some(d) = due_in {
                         claim_at = claim_at.min(Instant::now() + d);
-                        due_at = due_at.min(Instant::now() + d);
                     }
                 }
                 _ = notify.notified(), if can_refill => claim_at = Instant::now(),
@@ -1108,18 +1095,16 @@ impl Drop for AbortOnDrop {
 }
 
 /// Keep blocking on `XREAD` for entries newer than the newest seen on `streams` (a
-/// subscription's stream and its group's wake-up stream), and notify when some arrive; `woken`
-/// is set when the wake-up stream had some. Runs on a connection of its own, with a finite
-/// block so it ends promptly. `listening` is set while the reads work; when they fail, or this
-/// task ends, it is cleared and the loop notified, so the loop claims at once and polls from
-/// then on. Nothing published while a read failed is missed: the next read starts after the
-/// newest entry seen.
+/// subscription's stream and its group's wake-up stream), and notify when some arrive. Runs on
+/// a connection of its own, with a finite block so it ends promptly. `listening` is set while
+/// the reads work; when they fail, or this task ends, it is cleared and the loop notified, so
+/// the loop claims at once and polls from then on. Nothing published while a read failed is
+/// missed: the next read starts after the newest entry seen.
 async fn wake_on_new_entries(
     connection: Connection,
     streams: [String; 2],
     notify: Arc<Notify>,
     listening: Arc<AtomicBool>,
-    woken: Arc<AtomicBool>,
 ) {
     /// Clears `listening` when the task ends, aborted or not.
     struct Deaf(Arc<AtomicBool>, Arc<Notify>);
@@ -1179,9 +1164,6 @@ async fn wake_on_new_entries(
                 for (key, id) in newest_in_xread(v) {
                     if let Some(i) = streams.iter().position(|s| *s == key) {
                         last[i] = id;
-                        if i == 1 {
-                            woken.store(true, Ordering::SeqCst);
-                        }
                     }
                 }
                 notify.notify_one();
@@ -1341,8 +1323,6 @@ struct Claimed {
 #[derive(Debug, Clone)]
 struct ClaimReply {
     deliveries: Vec<Claimed>,
-    /// The first time left in `due` (server clock): `-1` when nothing is, `-2` when the claim
-    /// did not look.
     next_due_ms: i64,
     now_ms: i64,
     /// The claim may have left claimable work (W2 in `scripts.rs`).
@@ -1363,21 +1343,6 @@ impl ClaimReply {
             _ if self.more => Duration::ZERO,
             _ => POLL,
         }
-    }
-
-    /// After a claim that looked at `due`: how long until a claim must look again, as far as
-    /// this one can tell: at once when it may have left work, when the first entry left there
-    /// is due, but no later than `idle` (another consumer may schedule an earlier one and
-    /// crash).
-    fn look_again(&self, idle: Duration) -> Duration {
-        if self.more {
-            return Duration::ZERO;
-        }
-        if self.next_due_ms >= 0 {
-            let due = self.next_due_ms.saturating_sub(self.now_ms).max(0);
-            return Duration::from_millis(due as u64).min(idle);
-        }
-        idle
     }
 
     /// How long the loop may wait before it claims again, as far as this claim can tell, when
@@ -1634,20 +1599,14 @@ impl LoopContext {
         ]
     }
 
-    /// Claim up to `count` deliveries; `scan` for entries past the visibility timeout too;
-    /// `look` at `due` for entries whose time has come.
-    async fn claim(
-        &self,
-        count: usize,
-        scan: bool,
-        look: bool,
-    ) -> Result<ClaimReply, TransportError> {
-        let flag = |on: bool| Value::from(if on { "1" } else { "0" });
+    /// Claim up to `count` deliveries; `scan` for entries past the visibility timeout too.
+    async fn claim(&self, count: usize, scan: bool) -> Result<ClaimReply, TransportError> {
         let mut args = self.head_args();
         args.push(count_arg(count).into());
         args.push(millis(self.sub.visibility_timeout).into());
-        args.push(flag(scan));
-        args.push(flag(look));
+        if !scan {
+            args.push("0".into());
+        }
         let reply: Value = self
             .backend
             .inner

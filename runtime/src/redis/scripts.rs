@@ -71,12 +71,11 @@ pub(crate) const PUBLISH: &str = include_str!("../../lua/publish.lua");
 
 /// Hand out up to ARGV[6] deliveries to consumer ARGV[2]; ARGV[7] is the visibility timeout
 /// (ms); ARGV[8], when `0`, skips the scan for expired entries (the loop scans by the time
-/// W3 says); ARGV[9], when `0`, leaves `due` alone (the loop looks by the time the last look
-/// or a settle said, W1, and on a wake-up of its group). In order: entries whose due time has
-/// come (retries, postponed, released, promoted heads), then entries idle past the visibility
-/// timeout (a crashed or stuck worker: counts an attempt; dead-lettered at max attempts), then
-/// new entries (each becomes its key's head, or waits behind it: I1). Deleted or trimmed
-/// entries met on the way are dead-lettered as tombstones.
+/// W3 says). In order: entries whose due time has come (retries, postponed, released, promoted
+/// heads), then entries idle past the visibility timeout (a crashed or stuck worker: counts an
+/// attempt; dead-lettered at max attempts), then new entries (each becomes its key's head, or
+/// waits behind it: I1). Deleted or trimmed entries met on the way are dead-lettered as
+/// tombstones.
 ///
 /// Returns `{deliveries, next_due_ms, now_ms, more, expires_in_ms}` where each delivery is
 /// `{id, epoch, attempt, fields}`:
@@ -96,8 +95,8 @@ pub(crate) const PUBLISH: &str = include_str!("../../lua/publish.lua");
 ///   stopped before the PEL's end, or the PEL has 100 entries or more). An entry's expiry only moves later (a reclaim or an
 ///   extension resets its idle time), so this is a lower bound a loop may sleep until.
 /// - `now_ms` is the server's time, read only when `due` holds something or the claim
-///   promoted an entry; otherwise it is `-1`, and `next_due_ms`, the one figure it is read
-///   with, is `-1` too (or `-2`: the claim did not look at `due`).
+///   promoted an entry; otherwise it is `-1`, and so is `next_due_ms`, the one figure it is
+///   read with.
 const CLAIM_BODY: &str = include_str!("../../lua/claim.lua");
 
 /// Re-deliver this consumer's own pending entries that are not in flight in this process
