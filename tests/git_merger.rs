@@ -698,7 +698,9 @@ async fn an_outside_push_between_compute_and_push_is_recomputed_on() {
     );
 }
 
-/// `git daemon` serving `root` on a free loopback port, stopped when dropped.
+/// `git daemon` serving `root` on a free loopback port, stopped when dropped. The daemon is
+/// run from git's exec path, not through `git daemon`: killing that `git` would leave its
+/// `git-daemon` child running after the test.
 struct Daemon(std::process::Child, u16);
 
 impl Daemon {
@@ -708,9 +710,14 @@ impl Daemon {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("git")
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git runs");
+        assert!(exec_path.status.success(), "git --exec-path failed");
+        let exec_path = String::from_utf8(exec_path.stdout).expect("a UTF-8 exec path");
+        let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
             .args([
-                "daemon",
                 "--export-all",
                 "--reuseaddr",
                 "--listen=127.0.0.1",
