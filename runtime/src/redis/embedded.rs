@@ -186,6 +186,9 @@ impl EmbeddedRedis {
         // A port found free can be taken before the server binds it: try again on that, and
         // only on that.
         for _ in 0..10 {
+            // A failed attempt's server removes the directory when it is dropped.
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| EmbeddedError(format!("cannot create {}: {e}", dir.display())))?;
             let port = free_port()?;
             let tls_port = match &security.tls {
                 Some(_) => Some(free_port()?).filter(|p| *p != port),
