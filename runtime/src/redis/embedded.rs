@@ -181,14 +181,11 @@ impl EmbeddedRedis {
         security: EmbeddedSecurity,
     ) -> Result<Self, EmbeddedError> {
         let binary = find_binary()?;
-        let dir = scratch_dir()?;
         let mut last_error = None;
         // A port found free can be taken before the server binds it: try again on that, and
-        // only on that.
+        // only on that. Each attempt has a directory of its own, which its server removes when
+        // it is dropped.
         for _ in 0..10 {
-            // A failed attempt's server removes the directory when it is dropped.
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| EmbeddedError(format!("cannot create {}: {e}", dir.display())))?;
             let port = free_port()?;
             let tls_port = match &security.tls {
                 Some(_) => Some(free_port()?).filter(|p| *p != port),
@@ -209,7 +206,7 @@ impl EmbeddedRedis {
                 port,
                 tls_port,
                 bus_port,
-                dir: dir.clone(),
+                dir: scratch_dir()?,
                 binary: binary.clone(),
                 options: options.clone(),
                 security: security.clone(),
@@ -217,10 +214,6 @@ impl EmbeddedRedis {
             match server.spawn() {
                 Ok(()) => return Ok(server),
                 Err(e) => {
-                    server
-                        .child
-                        .take()
-                        .map(|mut c| c.kill().and_then(|_| c.wait()));
                     let port_taken = e.0.contains("Address already in use");
                     last_error = Some(e);
                     if !port_taken {
@@ -229,7 +222,6 @@ impl EmbeddedRedis {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
         Err(last_error.unwrap_or_else(|| EmbeddedError("redis-server did not start".into())))
     }
 
