@@ -40,8 +40,11 @@
 //!   per-client command counter and `commandstats` cannot tell a command sent by a client from
 //!   the same command run by a script, so the server keeps a slow log of every command
 //!   (`slowlog-log-slower-than 0`) and the bench counts the entries not attributed to a script
-//!   nor to itself. A blocking `XREAD` that times out is not logged; it is one request a
-//!   second per subscription at most, and only while idle.
+//!   nor to itself. That log costs the server about a fifth of its CPU on this loop (its
+//!   entries copy every command's arguments, a script's included), so it is kept only in a
+//!   counting pass after the timed runs: a backlog of a quarter of the batches submitted and
+//!   drained, then an eighth trickled at the half rate. A blocking `XREAD` that times out is
+//!   not logged; it is one request a second per subscription at most, and only while idle.
 //! - *Redis CPU*: `INFO cpu` `used_cpu_sys + used_cpu_user`.
 //! - *Keyway CPU*: in process, this process's CPU (`/proc/self/stat`) less the bench's
 //!   observing and main threads (`/proc/self/task/<tid>/stat`); as processes, the roles'
@@ -51,8 +54,7 @@
 //! latencies to the same percentile of `XADD`, commands and requests to the one of an `XADD`,
 //! Redis CPU to Redis's per `XADD`, Keyway CPU to `redis-benchmark`'s per `XADD`.
 //!
-//! Keeping the slow log costs the server a little per command (about 6 % more CPU on a plain
-//! `XADD` load here); the baseline's server keeps one too. The notifications and the reads they
+//! Neither the timed runs' servers nor the baseline's keep the slow log. The notifications and the reads they
 //! trigger (two or three cheap commands per batch) count in Redis CPU but not in the commands.
 
 use std::collections::{BTreeMap, HashMap};
@@ -85,6 +87,9 @@ const FAKE: AnyMerger = AnyMerger::Fake(FakeMerger);
 /// Batches submitted one at a time on an idle loop, and the pause before each.
 const ALONE: usize = 20;
 const ALONE_PAUSE: Duration = Duration::from_millis(100);
+/// Client requests are counted on a backlog of this share of the batches (and half as many at
+/// the half rate), after the timed runs.
+const COUNTED_SHARE: usize = 4;
 
 /// `redis-benchmark`: requests, clients, and the payload of each `XADD`.
 const BASELINE_REQUESTS: usize = 20_000;
@@ -251,11 +256,20 @@ impl Conn {
             .collect()
     }
 
+    /// Log every command from now on (`true`), or none (`false`), and forget what was logged.
+    fn log_every_command(&mut self, on: bool) {
+        let threshold = if on { "0" } else { "-1" };
+        self.call(&["CONFIG", "SET", "slowlog-log-slower-than", threshold])
+            .ok();
+        self.call(&["SLOWLOG", "RESET"]).ok();
+    }
+
     /// The client the slow log names for commands run inside a script.
     fn script_peer(&mut self) -> String {
-        self.call(&["SLOWLOG", "RESET"]).ok();
+        self.log_every_command(true);
         self.call(&["EVAL", "return redis.call('PING')", "0"]).ok();
         let log = self.call(&["SLOWLOG", "GET", "-1"]).ok();
+        self.log_every_command(false);
         log.list()
             .iter()
             .find(|e| {
@@ -775,7 +789,7 @@ struct Costs {
 }
 
 /// The costs between two marks, per batch; `own` takes Keyway's CPU from this process.
-fn costs(a: &Mark, b: &Mark, requests: u64, batches: usize, own: bool) -> Costs {
+fn costs(a: &Mark, b: &Mark, batches: usize, own: bool) -> Costs {
     let per = batches as f64;
     let keyway = if own {
         b.own_cpu - a.own_cpu
@@ -784,7 +798,7 @@ fn costs(a: &Mark, b: &Mark, requests: u64, batches: usize, own: bool) -> Costs 
     };
     Costs {
         commands: (b.commands - a.commands).saturating_sub(b.sent - a.sent) as f64 / per,
-        requests: requests as f64 / per,
+        requests: 0.0,
         redis_cpu: (b.redis_cpu - a.redis_cpu) * 1000.0 / per,
         keyway_cpu: keyway * 1000.0 / per,
     }
@@ -857,7 +871,7 @@ fn server() -> EmbeddedRedis {
             "--notify-keyspace-events",
             "Khl",
             "--slowlog-log-slower-than",
-            "0",
+            "-1",
             "--slowlog-max-len",
             "100000000",
         ]
@@ -1012,15 +1026,12 @@ fn run_loop(mode: Mode, rt: &Runtime, setup: &Setup) -> LoopRun {
     let main_tid = &setup.main_tid;
 
     // The backlog.
-    probe.call(&["SLOWLOG", "RESET"]).ok();
     let m0 = mark(&mut probe, &observer, &roles, main_tid);
     let backlog = rt.block_on(seed(&submitter, &store, 0, n, q));
     let m1 = mark(&mut probe, &observer, &roles, main_tid);
-    let requests = probe.client_requests(&script_peer, &mine);
-    let submit_costs = costs(&m0, &m1, requests, n, true);
+    let mut submit_costs = costs(&m0, &m1, n, true);
 
     // Saturation: the roles drain it.
-    probe.call(&["SLOWLOG", "RESET"]).ok();
     let m2 = mark(&mut probe, &observer, &roles, main_tid);
     let go = Instant::now();
     roles.resume(rt);
@@ -1028,8 +1039,7 @@ fn run_loop(mode: Mode, rt: &Runtime, setup: &Setup) -> LoopRun {
     let last = concluded.iter().max().copied().unwrap();
     quiesce(&mut probe, &prefix, &mut roles);
     let m3 = mark(&mut probe, &observer, &roles, main_tid);
-    let requests = probe.client_requests(&script_peer, &mine);
-    let saturated_costs = costs(&m2, &m3, requests, n, false);
+    let mut saturated_costs = costs(&m2, &m3, n, false);
     let rate = n as f64 / last.duration_since(go).as_secs_f64();
     let saturated = latency(&backlog, &concluded);
     verify(&mut probe, &prefix, &backlog);
@@ -1037,34 +1047,64 @@ fn run_loop(mode: Mode, rt: &Runtime, setup: &Setup) -> LoopRun {
     // Half the rate, submitted as it goes.
     let count = (n / 2).max(1);
     let half_rate = rate / 2.0;
-    probe.call(&["SLOWLOG", "RESET"]).ok();
     let m4 = mark(&mut probe, &observer, &roles, main_tid);
     let trickled = rt.block_on(trickle(&submitter, &store, n, count, q, half_rate));
     let concluded = observer.wait(&trickled, &mut roles);
     quiesce(&mut probe, &prefix, &mut roles);
     let m5 = mark(&mut probe, &observer, &roles, main_tid);
-    let requests = probe.client_requests(&script_peer, &mine);
-    let both = costs(&m4, &m5, requests, count, false);
-    let half_costs = Costs {
+    let both = costs(&m4, &m5, count, false);
+    let mut half_costs = Costs {
         commands: both.commands - submit_costs.commands,
-        requests: both.requests - submit_costs.requests,
         ..Costs::default()
     };
     let half = latency(&trickled, &concluded);
     verify(&mut probe, &prefix, &trickled);
 
     // One batch at a time on an idle loop: each submitted a while after the last concluded.
+    let mut next = n + count;
     let mut alone = Vec::new();
     let mut alone_concluded = Vec::new();
-    for k in 0..ALONE {
+    for _ in 0..ALONE {
         std::thread::sleep(ALONE_PAUSE);
-        let one = rt.block_on(submit_one(&submitter, &store, "alone", n + count + k));
+        let one = rt.block_on(submit_one(&submitter, &store, "alone", next));
+        next += 1;
         let done = observer.wait(std::slice::from_ref(&one), &mut roles);
         alone.push(one);
         alone_concluded.extend(done);
     }
     let single = latency(&alone, &alone_concluded);
     verify(&mut probe, &prefix, &alone);
+
+    // Client requests, counted apart: the slow log that tells a client's commands from a
+    // script's costs the server about a fifth of its CPU on this loop, so the runs above go
+    // without it and a smaller copy of the first two runs counts with it.
+    let (counted, counted_half) = ((n / COUNTED_SHARE).max(2), (n / COUNTED_SHARE / 2).max(1));
+    roles.pause(rt);
+    probe.log_every_command(true);
+    let backlog = rt.block_on(seed(&submitter, &store, next, counted, q));
+    let submitted = probe.client_requests(&script_peer, &mine);
+    submit_costs.requests = submitted as f64 / counted as f64;
+    probe.log_every_command(true);
+    roles.resume(rt);
+    observer.wait(&backlog, &mut roles);
+    quiesce(&mut probe, &prefix, &mut roles);
+    saturated_costs.requests = probe.client_requests(&script_peer, &mine) as f64 / counted as f64;
+    verify(&mut probe, &prefix, &backlog);
+    probe.log_every_command(true);
+    let trickled = rt.block_on(trickle(
+        &submitter,
+        &store,
+        next + counted,
+        counted_half,
+        q,
+        half_rate,
+    ));
+    observer.wait(&trickled, &mut roles);
+    quiesce(&mut probe, &prefix, &mut roles);
+    half_costs.requests = probe.client_requests(&script_peer, &mine) as f64 / counted_half as f64
+        - submit_costs.requests;
+    verify(&mut probe, &prefix, &trickled);
+    probe.log_every_command(false);
 
     roles.stop(rt);
     drop(submitter);
