@@ -54,8 +54,9 @@
 //! latencies to the same percentile of `XADD`, commands and requests to the one of an `XADD`,
 //! Redis CPU to Redis's per `XADD`, Keyway CPU to `redis-benchmark`'s per `XADD`.
 //!
-//! Neither the timed runs' servers nor the baseline's keep the slow log. The notifications and the reads they
-//! trigger (two or three cheap commands per batch) count in Redis CPU but not in the commands.
+//! Neither the timed runs' servers nor the baseline's keep the slow log. The notifications and
+//! the reads they trigger (two or three cheap commands per batch) count in Redis CPU but not in
+//! the commands.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
